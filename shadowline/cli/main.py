@@ -1,0 +1,50 @@
+"""Entry point: builds the Typer app and turns every ShadowlineError into one line and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from shadowline.errors import ShadowlineError
+
+app = typer.Typer(
+    name="shadowline",
+    help="LLM-assisted customer support on Kafka, with shadow mode.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+
+def _register() -> None:
+    # Imported here, not at module import, so `shadowline --help` stays fast and side-effect free.
+    from shadowline.cli import infra_cmd
+
+    app.add_typer(infra_cmd.app, name="infra")
+
+
+def main(argv: list[str] | None = None) -> int:
+    _register()
+    try:
+        app(args=argv, standalone_mode=False)
+    except ShadowlineError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return 130
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        # Bad arguments: one clear line, no usage dump and no traceback.
+        err.print(f"[red]error:[/red] {exc.format_message()}", highlight=False)
+        return 2
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
