@@ -20,11 +20,20 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 
+_registered = False
+
+
 def _register() -> None:
+    global _registered
+    if _registered:
+        return
+    _registered = True
     # Imported here, not at module import, so `shadowline --help` stays fast and side-effect free.
-    from shadowline.cli import infra_cmd
+    from shadowline.cli import demo_cmd, infra_cmd, pipeline_cmd
 
     app.add_typer(infra_cmd.app, name="infra")
+    pipeline_cmd.register(app)
+    demo_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,3 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

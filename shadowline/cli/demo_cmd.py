@@ -1,0 +1,151 @@
+"""`shadowline demo`: local Kafka + Redis, the workers, the sample conversations, real output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.rule import Rule
+
+from schemas.topics import STAGES
+
+console = Console()
+BAD_PAYLOAD = b"\x00not-avro: a malformed event, to show the dead-letter path"
+
+
+def _start_workers(groups: list[list[str]], log_dir: Path) -> list[tuple[subprocess.Popen, Path]]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for stages in groups:
+        log = log_dir / f"worker-{'-'.join(stages) if len(stages) < 3 else 'pipeline'}.log"
+        cmd = [sys.executable, "-m", "shadowline.cli.main", "worker", *stages]
+        with open(log, "wb") as fh:
+            procs.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True), log))
+    return procs
+
+
+def _stop_workers(procs: list[tuple[subprocess.Popen, Path]]) -> None:
+    for proc, _ in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc, _ in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _check_alive(procs: list[tuple[subprocess.Popen, Path]]) -> None:
+    from shadowline.errors import InfraError
+
+    for proc, log in procs:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise InfraError(f"worker exited with {proc.returncode} (log {log}): {' | '.join(tail)}")
+
+
+def _latencies(turn: dict[str, Any]) -> str:
+    return " · ".join(f"{r['stage']} {r['latency_ms']:.1f}ms" for r in turn["trace"])
+
+
+def _print_result(kind: str, rec: dict[str, Any]) -> None:
+    turn = rec["turn"]
+    e2e = rec["created_ms"] - turn["received_ms"]
+    console.print(f"[bold]customer[/bold] ({turn['event']['event_id']}): {turn['event']['text']}")
+    if kind == "suggestion":
+        sources = ", ".join(s["article_id"] for s in rec["sources"]) or "none"
+        console.print(f"  [green]suggestion[/green] [{rec['topic']}; sources {sources}]: {rec['text']}")
+    else:
+        console.print(f"  [yellow]escalation[/yellow] at {rec['stage']}: {rec['reason']}")
+    console.print(f"  [dim]{_latencies(turn)} · end-to-end {e2e} ms[/dim]")
+
+
+def demo(
+    conversations: Path = typer.Option(None, help="Conversations to replay; default samples/conversations.jsonl."),
+    per_stage: bool = typer.Option(True, help="One worker process per stage (production layout); else one for all."),
+    timeout_s: float = typer.Option(240.0, help="Give up waiting for results after this long."),
+    keep_running: bool = typer.Option(False, help="Leave Kafka, Redis and the workers running afterwards."),
+) -> None:
+    """Run the whole pipeline on the sample conversations over a real local broker and print the results."""
+    from kb_index.embedder import get_embedder
+    from kb_index.index import load_or_build
+    from schemas.codec import make_codec
+    from schemas.topics import Topics
+    from shadowline import localinfra
+    from shadowline.config import get_settings
+    from shadowline.conversations import items_from_file
+    from shadowline.errors import InfraError
+    from streams.admin import ensure_topics
+    from streams.publisher import Publisher
+    from streams.reader import end_offsets, read
+
+    s = get_settings()
+    topics, codec = Topics(s.topic_prefix), make_codec(s.schema_registry_url)
+    items = items_from_file(conversations or s.samples_dir / "conversations.jsonl")
+    expected = {i.event.event_id for i in items if i.event.role == "customer"}
+
+    console.print(Rule("1. local Kafka and Redis"))
+    was_up = all(v.get("reachable") for v in localinfra.status(s).values() if isinstance(v, dict))
+    localinfra.up(s)
+    procs: list = []
+    try:
+        created = ensure_topics(s.kafka_bootstrap, topics.specs(), s.partitions)
+        console.print(f"topics ready ({len(created)} created)")
+        console.print(Rule("2. knowledge base index"))
+        index = load_or_build(s, get_embedder("hashing"))
+        console.print(f"KB index {index.version}: {index.stats()}")
+        console.print(Rule("3. stream workers"))
+        groups = [[st] for st in STAGES] if per_stage else [list(STAGES)]
+        procs = _start_workers(groups, s.home / "logs")
+        console.print(f"started {len(procs)} Faust worker process(es); logs in {s.home / 'logs'}")
+        watch = [topics.suggestions, topics.escalations, topics.deadletter]
+        start = end_offsets(s.kafka_bootstrap, watch)
+        console.print(Rule("4. replay sample conversations"))
+        with Publisher(s.kafka_bootstrap, codec, topics) as pub:
+            for item in items:
+                pub.publish_event(item.event)
+                if item.feedback:
+                    pub.publish_feedback(item.feedback)
+            pub.send_raw(topics.events, b"demo-bad-input", BAD_PAYLOAD)
+        console.print(f"published {len(items)} events ({len(expected)} customer turns) and 1 malformed payload")
+        console.print(Rule("5. results (from support.suggestions / support.escalations)"))
+        results: dict[str, tuple[str, dict]] = {}
+        dead: list[dict] = []
+
+        def finished() -> bool:
+            return (len(results) >= len(expected) and bool(dead)) or any(p.poll() is not None for p, _ in procs)
+
+        for topic, rec in read(s.kafka_bootstrap, start, codec, topics.record_of, stop=finished, timeout_s=timeout_s):
+            if topic == topics.deadletter:
+                dead.append(rec)
+            elif rec.get("event_id") in expected:
+                results[rec["event_id"]] = ("suggestion" if topic == topics.suggestions else "escalation", rec)
+        _check_alive(procs)
+        if len(results) < len(expected):
+            raise InfraError(f"only {len(results)}/{len(expected)} results after {timeout_s:.0f}s; see worker logs in {s.home / 'logs'}")
+        for item in items:
+            if item.event.event_id in results:
+                _print_result(*results[item.event.event_id])
+        n_sug = sum(1 for k, _ in results.values() if k == "suggestion")
+        console.print(Rule("summary"))
+        console.print(f"{len(results)} customer turns: {n_sug} suggestions, {len(results) - n_sug} escalations")
+        for d in dead:
+            console.print(f"dead letter: {d['topic']}[{d['partition']}]@{d['offset']} reason={d['reason']}: {d['detail']}")
+    finally:
+        if procs and not keep_running:
+            _stop_workers(procs)
+            console.print("workers stopped")
+        if not keep_running and not was_up:
+            localinfra.down(s)
+            console.print("Kafka and Redis stopped")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(demo)

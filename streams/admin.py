@@ -1,0 +1,46 @@
+"""Topic creation through confluent-kafka's AdminClient; Kafka errors are mapped here."""
+
+from __future__ import annotations
+
+from schemas.topics import TopicSpec
+from shadowline.errors import TransportError
+
+
+def ensure_topics(bootstrap: str, specs: list[TopicSpec], partitions: int, timeout_s: float = 30.0) -> list[str]:
+    """Create missing topics with their retention/compaction config; returns the names created."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise TransportError(f"kafka at {bootstrap} unreachable: {exc}") from exc
+    wanted = [s for s in specs if s.name not in existing]
+    if not wanted:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(s.name, s.partitions or partitions, 1, config=s.config()) for s in wanted],
+        operation_timeout=timeout_s, request_timeout=timeout_s,
+    )
+    created = []
+    for name, fut in futures.items():
+        try:
+            fut.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise TransportError(f"cannot create topic {name}: {exc}") from exc
+    return created
+
+
+def list_topics(bootstrap: str, timeout_s: float = 10.0) -> dict[str, int]:
+    """Topic name -> partition count (internal topics left out)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise TransportError(f"kafka at {bootstrap} unreachable: {exc}") from exc
+    return {n: len(t.partitions) for n, t in sorted(meta.topics.items()) if not n.startswith("__")}

@@ -1,0 +1,104 @@
+"""Run the pipeline in memory, over the real codec and processors, without Kafka.
+
+Like bytewax's TestingSource/TestingSink: a tiny broker of lists, so tests of the whole chain take
+milliseconds. The only difference from production is the transport.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from agents.base import Resources
+from agents.records import ConversationEvent
+from schemas.codec import Codec, SingleObjectCodec
+from schemas.topics import Topics
+from shadowline.config import Settings, get_settings
+from streams.history import MemoryStore
+from streams.messages import Inbound, Outbound
+from streams.metrics import Metrics
+from streams.pipeline import PipelineConfig, build_processors, load_pipeline
+from streams.processor import StageProcessor, now_ms
+
+
+@dataclass
+class MemoryBroker:
+    """Topics as append-only lists of (key, value)."""
+
+    logs: dict[str, list[tuple[bytes | None, bytes]]] = field(default_factory=lambda: defaultdict(list))
+
+    def produce(self, topic: str, key: bytes | None, value: bytes) -> int:
+        self.logs[topic].append((key, value))
+        return len(self.logs[topic]) - 1
+
+    def records(self, codec: Codec, topic: str, record: str) -> list[dict[str, Any]]:
+        return [codec.decode(v, record, topic) for _, v in self.logs.get(topic, [])]
+
+
+class InMemoryPipeline:
+    def __init__(
+        self,
+        pipeline: PipelineConfig | None = None,
+        settings: Settings | None = None,
+        resources: Resources | None = None,
+        codec: Codec | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.codec = codec or SingleObjectCodec()
+        self.topics = Topics(self.settings.topic_prefix)
+        self.store = MemoryStore(self.settings.history_turns)
+        self.metrics = Metrics()
+        self.broker = MemoryBroker()
+        self.resources = resources or Resources(self.settings)
+        cfg = pipeline or load_pipeline(self.settings.pipeline_config)
+        self.processors: dict[str, StageProcessor] = build_processors(
+            cfg, list(cfg.active), self.settings, self.codec, self.store, self.resources, self.metrics
+        )
+        self._by_input = {p.input_topic: p for p in self.processors.values()}
+
+    def publish(self, event: ConversationEvent) -> None:
+        value = self.codec.encode("ConversationEvent", event.to_record(), self.topics.events)
+        self.publish_raw(event.conversation_id.encode(), value)
+
+    def publish_raw(self, key: bytes | None, value: bytes, topic: str | None = None) -> None:
+        self.broker.produce(topic or self.topics.events, key, value)
+
+    def run(self) -> None:
+        """Process every pending message through every stage until nothing is left."""
+        offsets: dict[str, int] = defaultdict(int)
+        queue = deque(self._by_input)
+        while queue:
+            topic = queue.popleft()
+            proc = self._by_input[topic]
+            log = self.broker.logs.get(topic, [])
+            while offsets[topic] < len(log):
+                key, value = log[offsets[topic]]
+                outs = proc.handle(Inbound(topic, 0, offsets[topic], key, value, now_ms()))
+                offsets[topic] += 1
+                for out in outs:
+                    self._emit(out, queue)
+
+    def _emit(self, out: Outbound, queue: deque[str]) -> None:
+        self.broker.produce(out.topic, out.key, out.value)
+        if out.topic in self._by_input and out.topic not in queue:
+            queue.append(out.topic)
+
+    def converse(self, conversation_id: str, turns: Iterable[tuple[str, str]]) -> None:
+        """Publish a conversation's (role, text) turns and run the pipeline after each one."""
+        for i, (role, text) in enumerate(turns):
+            self.publish(ConversationEvent(f"{conversation_id}-{i}-{uuid.uuid4().hex[:6]}", conversation_id, role, text, now_ms()))
+            self.run()
+
+    @property
+    def suggestions(self) -> list[dict[str, Any]]:
+        return self.broker.records(self.codec, self.topics.suggestions, "Suggestion")
+
+    @property
+    def escalations(self) -> list[dict[str, Any]]:
+        return self.broker.records(self.codec, self.topics.escalations, "Escalation")
+
+    @property
+    def deadletters(self) -> list[dict[str, Any]]:
+        return self.broker.records(self.codec, self.topics.deadletter, "DeadLetter")
