@@ -17,7 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 
 
 _registered = False
@@ -39,7 +39,8 @@ def _register() -> None:
 def main(argv: list[str] | None = None) -> int:
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        # standalone_mode=False hands typer.Exit codes back as the return value instead of raising.
+        result = app(args=argv, standalone_mode=False)
     except ShadowlineError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         # Bad arguments: one clear line, no usage dump and no traceback.
         err.print(f"[red]error:[/red] {exc.format_message()}", highlight=False)
         return 2
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 def run() -> None:
