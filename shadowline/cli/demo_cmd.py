@@ -25,7 +25,7 @@ def _start_workers(groups: list[list[str]], log_dir: Path) -> list[tuple[subproc
     procs = []
     for stages in groups:
         log = log_dir / f"worker-{'-'.join(stages) if len(stages) < 3 else 'pipeline'}.log"
-        cmd = [sys.executable, "-m", "shadowline.cli.main", "worker", *stages]
+        cmd = [sys.executable, "-m", "shadowline", "worker", *stages]
         with open(log, "wb") as fh:
             procs.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True), log))
     return procs

@@ -17,6 +17,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+# Recent typer vendors its own click; catch both so a bad argument never shows a traceback.
+_CLICK_ERRORS = tuple({click.ClickException, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")})
+_EXITS = tuple({click.exceptions.Exit, typer.Exit})
+_ABORTS = tuple({click.exceptions.Abort, typer.Abort})
 err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 
 
@@ -44,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     except ShadowlineError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
-    except click.exceptions.Abort:
+    except _ABORTS:
         err.print("aborted")
         return 130
-    except click.exceptions.Exit as exc:
+    except _EXITS as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except _CLICK_ERRORS as exc:
         # Bad arguments: one clear line, no usage dump and no traceback.
         err.print(f"[red]error:[/red] {exc.format_message()}", highlight=False)
         return 2
