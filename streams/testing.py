@@ -57,6 +57,7 @@ class InMemoryPipeline:
             cfg, list(cfg.active), self.settings, self.codec, self.store, self.resources, self.metrics
         )
         self._by_input = {p.input_topic: p for p in self.processors.values()}
+        self._offsets: dict[str, int] = defaultdict(int)  # per input topic, like a consumer group's
 
     def publish(self, event: ConversationEvent) -> None:
         value = self.codec.encode("ConversationEvent", event.to_record(), self.topics.events)
@@ -67,7 +68,7 @@ class InMemoryPipeline:
 
     def run(self) -> None:
         """Process every pending message through every stage until nothing is left."""
-        offsets: dict[str, int] = defaultdict(int)
+        offsets = self._offsets
         queue = deque(self._by_input)
         while queue:
             topic = queue.popleft()
