@@ -172,12 +172,14 @@ class _Node:
 
     def pid(self) -> int | None:
         """The live pid from the pid file, or None (a stale pid file counts as not running)."""
-        if self._popen is not None:
-            self._popen.poll()  # reap our own child so it does not linger as a zombie
         try:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
+        if self._popen is not None and self._popen.pid == pid:
+            # Our own child: poll() is authoritative (and reaps it). The cmdline check below would race
+            # with exec(): just after fork, /proc/<pid>/cmdline still shows the Python parent.
+            return pid if self._popen.poll() is None else None
         return pid if _pid_alive(pid, self.marker) else None
 
     def is_running(self) -> bool:

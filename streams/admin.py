@@ -31,7 +31,27 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], partitions: int, timeo
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise TransportError(f"cannot create topic {name}: {exc}") from exc
+    _wait_for_leaders(admin, [s.name for s in wanted], timeout_s)
     return created
+
+
+def _wait_for_leaders(admin: object, names: list[str], timeout_s: float) -> None:
+    """Creation returns before leaders are elected; until then produce and offset requests fail."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        meta = admin.list_topics(timeout=timeout_s)  # type: ignore[attr-defined]
+        pending = [
+            n for n in names
+            if n not in meta.topics or not meta.topics[n].partitions
+            or any(p.leader < 0 for p in meta.topics[n].partitions.values())
+        ]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise TransportError(f"no partition leader after {timeout_s:.0f}s for: {', '.join(pending[:5])}")
+        time.sleep(0.1)
 
 
 def list_topics(bootstrap: str, timeout_s: float = 10.0) -> dict[str, int]:

@@ -23,13 +23,28 @@ def end_offsets(bootstrap: str, topics: list[str], timeout_s: float = 10.0) -> O
             if topic not in meta.topics:
                 raise TransportError(f"topic {topic} does not exist (run `shadowline topics create`)")
             for p in meta.topics[topic].partitions:
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-                out[(topic, p)] = high
+                out[(topic, p)] = _high_watermark(consumer, TopicPartition(topic, p), timeout_s)
         return out
     except KafkaException as exc:
         raise TransportError(f"kafka at {bootstrap} unreachable: {exc}") from exc
     finally:
         consumer.close()
+
+
+def _high_watermark(consumer: Any, tp: Any, timeout_s: float) -> int:
+    """Retry retriable errors: a just-created partition's leader may not serve for a moment."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    transient = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=timeout_s)[1]
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not (err.retriable() or err.code() in transient) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def read(
