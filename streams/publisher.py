@@ -24,6 +24,9 @@ class Publisher:
         conf = {
             "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
             "linger.ms": 5, "compression.type": "lz4", "message.timeout.ms": 30000,
+            # librdkafka logs retries it recovers from ("coordinator load in progress") at warning level;
+            # real failures reach the caller through delivery reports instead.
+            "log_level": 3,
         }
         conf.update(config)
         try:
@@ -73,6 +76,15 @@ class Publisher:
     def __enter__(self) -> Publisher:
         return self
 
+    def close(self) -> None:
+        """Flush, then drop the client so its connections close now rather than at garbage collection."""
+        try:
+            self.flush()
+        finally:
+            self._producer = None
+
     def __exit__(self, *exc: Any) -> None:
         if exc[0] is None:
-            self.flush()
+            self.close()
+        else:
+            self._producer = None

@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.rule import Rule
 
 from schemas.topics import STAGES
@@ -58,12 +59,14 @@ def _latencies(turn: dict[str, Any]) -> str:
 def _print_result(kind: str, rec: dict[str, Any]) -> None:
     turn = rec["turn"]
     e2e = rec["created_ms"] - turn["received_ms"]
-    console.print(f"[bold]customer[/bold] ({turn['event']['event_id']}): {turn['event']['text']}")
+    # Texts come from users and the KB: escape them so "[order]" is printed, not read as markup.
+    console.print(f"[bold]customer[/bold] ({turn['event']['event_id']}): {escape(turn['event']['text'])}")
     if kind == "suggestion":
         sources = ", ".join(s["article_id"] for s in rec["sources"]) or "none"
-        console.print(f"  [green]suggestion[/green] [{rec['topic']}; sources {sources}]: {rec['text']}")
+        label = escape(f"[{rec['topic']}; sources {sources}]")
+        console.print(f"  [green]suggestion[/green] {label}: {escape(rec['text'])}")
     else:
-        console.print(f"  [yellow]escalation[/yellow] at {rec['stage']}: {rec['reason']}")
+        console.print(f"  [yellow]escalation[/yellow] at {rec['stage']}: {escape(rec['reason'])}")
     console.print(f"  [dim]{_latencies(turn)} · end-to-end {e2e} ms[/dim]")
 
 
@@ -100,7 +103,8 @@ def demo(
         console.print(f"topics ready ({len(created)} created)")
         console.print(Rule("2. knowledge base index"))
         index = load_or_build(s, get_embedder("hashing"))
-        console.print(f"KB index {index.version}: {index.stats()}")
+        st = index.stats()
+        console.print(f"KB index {st['version']}: {st['articles']} articles, {st['chunks']} chunks, {st['embedder']} ({st['dim']}-d)")
         console.print(Rule("3. stream workers"))
         groups = [[st] for st in STAGES] if per_stage else [list(STAGES)]
         procs = _start_workers(groups, s.home / "logs")
