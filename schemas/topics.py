@@ -74,7 +74,9 @@ class Topics:
         for stage in STAGES:
             if stage != "guardrail":  # guardrail ends in suggestions / escalations
                 specs.append(TopicSpec(self.stage_out(stage), "TurnState", retention_ms=3 * DAY_MS))
-            specs.append(TopicSpec(self.shadow_in(stage), "TurnState", retention_ms=3 * DAY_MS))
+            # The context stage's input is the raw event; every later stage's is a TurnState.
+            shadow_record = "ConversationEvent" if stage == STAGES[0] else "TurnState"
+            specs.append(TopicSpec(self.shadow_in(stage), shadow_record, retention_ms=3 * DAY_MS))
             specs.append(TopicSpec(self.shadow_out(stage), "TurnState", retention_ms=3 * DAY_MS))
             specs.append(TopicSpec(self.compare(stage), "Comparison", retention_ms=90 * DAY_MS))
         return specs

@@ -49,6 +49,7 @@ class StageProcessor:
         limits: Limits = Limits(),
         metrics: Metrics | None = None,
         router: Router = production_router,
+        input_topic: str | None = None,
     ) -> None:
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}")
@@ -62,7 +63,7 @@ class StageProcessor:
         self.limits = limits
         self.metrics = metrics or Metrics()
         self.router = router
-        self.input_topic = topics.stage_in(stage)
+        self.input_topic = input_topic or topics.stage_in(stage)  # shadow candidates read shadow.<stage>.in
 
     def swap(self, component: Any) -> Any:
         """Install a new component version; returns the previous one."""

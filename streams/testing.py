@@ -7,7 +7,7 @@ milliseconds. The only difference from production is the transport.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -56,8 +56,15 @@ class InMemoryPipeline:
         self.processors: dict[str, StageProcessor] = build_processors(
             cfg, list(cfg.active), self.settings, self.codec, self.store, self.resources, self.metrics
         )
-        self._by_input = {p.input_topic: p for p in self.processors.values()}
-        self._offsets: dict[str, int] = defaultdict(int)  # per input topic, like a consumer group's
+        # Every subscriber has its own offsets, like a consumer group: (name, topics, handler).
+        self.subscribers: list[tuple[str, tuple[str, ...], Any]] = [
+            (f"stage-{p.stage}", (p.input_topic,), p) for p in self.processors.values()
+        ]
+        self._offsets: dict[tuple[str, str], int] = defaultdict(int)
+
+    def subscribe(self, name: str, topics: Iterable[str], handler: Any) -> None:
+        """Add a handler (``handle(Inbound) -> list[Outbound]``), e.g. a shadow mirror or comparator."""
+        self.subscribers.append((name, tuple(topics), handler))
 
     def publish(self, event: ConversationEvent) -> None:
         value = self.codec.encode("ConversationEvent", event.to_record(), self.topics.events)
@@ -67,24 +74,20 @@ class InMemoryPipeline:
         self.broker.produce(topic or self.topics.events, key, value)
 
     def run(self) -> None:
-        """Process every pending message through every stage until nothing is left."""
-        offsets = self._offsets
-        queue = deque(self._by_input)
-        while queue:
-            topic = queue.popleft()
-            proc = self._by_input[topic]
-            log = self.broker.logs.get(topic, [])
-            while offsets[topic] < len(log):
-                key, value = log[offsets[topic]]
-                outs = proc.handle(Inbound(topic, 0, offsets[topic], key, value, now_ms()))
-                offsets[topic] += 1
-                for out in outs:
-                    self._emit(out, queue)
-
-    def _emit(self, out: Outbound, queue: deque[str]) -> None:
-        self.broker.produce(out.topic, out.key, out.value)
-        if out.topic in self._by_input and out.topic not in queue:
-            queue.append(out.topic)
+        """Deliver every pending message to every subscriber until nothing is left."""
+        progressed = True
+        while progressed:
+            progressed = False
+            for name, topics, handler in self.subscribers:
+                for topic in topics:
+                    log = self.broker.logs.get(topic, [])
+                    while self._offsets[(name, topic)] < len(log):
+                        offset = self._offsets[(name, topic)]
+                        key, value = log[offset]
+                        self._offsets[(name, topic)] += 1
+                        for out in handler.handle(Inbound(topic, 0, offset, key, value, now_ms())):
+                            self.broker.produce(out.topic, out.key, out.value)
+                        progressed = True
 
     def converse(self, conversation_id: str, turns: Iterable[tuple[str, str]]) -> None:
         """Publish a conversation's (role, text) turns and run the pipeline after each one."""

@@ -1,38 +1,47 @@
-"""Faust workers: one agent per stage, each a thin loop around a StageProcessor.
+"""Faust workers: each agent is a thin loop around a handler ``handle(Inbound) -> list[Outbound]``.
 
-A worker process may host one stage (production: one process and consumer group per stage) or
-several (the demo). Infrastructure faults (Redis down) block the partition and retry rather than
-skip an event; component faults are already data by the time they leave the processor.
+The same wrapper runs production stages, the shadow mirror, candidates and the comparator, each in
+its own process and consumer group. Infrastructure faults (Redis down) block the partition and retry
+rather than skip an event; component faults are already data by the time they leave a handler.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
 
 from schemas.codec import make_codec
 from shadowline.config import Settings
 from shadowline.errors import StoreError, TransportError
 from streams.history import RedisStore
-from streams.messages import Inbound
+from streams.messages import Inbound, Outbound
 from streams.metrics import PrometheusMetrics
 from streams.pipeline import PipelineConfig, build_processors
-from streams.processor import StageProcessor
 
 log = logging.getLogger("shadowline.worker")
 RETRYABLE = (StoreError, TransportError)
 
 
-def app_id(stages: list[str]) -> str:
-    return f"shadowline-{stages[0]}" if len(stages) == 1 else "shadowline-pipeline"
+class Handler(Protocol):
+    def handle(self, msg: Inbound) -> list[Outbound]: ...
 
 
-def create_app(stages: list[str], settings: Settings, pipeline: PipelineConfig, metrics_port: int | None = None) -> Any:
+@dataclass(frozen=True)
+class Route:
+    """One agent: what it reads and the handler that turns each message into outputs."""
+
+    name: str
+    topics: tuple[str, ...]
+    handler: Handler
+
+
+def make_app(app_id: str, settings: Settings, routes: list[Route], timers: list[tuple[float, Callable[[], Any]]] = ()) -> Any:
     import faust
 
     app = faust.App(
-        app_id(stages),
+        app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
         key_serializer="raw",
@@ -44,19 +53,15 @@ def create_app(stages: list[str], settings: Settings, pipeline: PipelineConfig, 
         producer_acks=-1,
         broker_commit_interval=1.0,
     )
-    store = RedisStore(settings.redis_url, settings.history_turns, settings.history_ttl_s)
-    metrics = PrometheusMetrics()
-    if metrics_port:
-        metrics.serve(metrics_port)
-    processors = build_processors(pipeline, stages, settings, make_codec(settings.schema_registry_url), store, metrics=metrics)
-    for proc in processors.values():
-        _add_agent(app, proc)
-    app.shadowline_processors = processors  # for introspection in tests and the hot-swap watcher
+    for route in routes:
+        _add_agent(app, route)
+    for interval, fn in timers:
+        _add_timer(app, interval, fn)
     return app
 
 
-def _add_agent(app: Any, proc: StageProcessor) -> None:
-    source = app.topic(proc.input_topic)
+def _add_agent(app: Any, route: Route) -> None:
+    source = app.topic(*route.topics)
     sinks: dict[str, Any] = {}
 
     def sink(name: str) -> Any:
@@ -64,31 +69,66 @@ def _add_agent(app: Any, proc: StageProcessor) -> None:
             sinks[name] = app.topic(name)
         return sinks[name]
 
-    async def stage_agent(stream: Any) -> None:
+    async def agent(stream: Any) -> None:
         async for event in stream.events():
             m = event.message
             msg = Inbound(m.topic, m.partition, m.offset, event.key, event.value, int(m.timestamp * 1000))
-            for out in await _handle_with_retry(proc, msg):
+            for out in await _handle_with_retry(route, msg):
                 await sink(out.topic).send(key=out.key, value=out.value)
 
-    stage_agent.__name__ = f"stage_{proc.stage}"
-    app.agent(source, name=f"stage-{proc.stage}")(stage_agent)
+    agent.__name__ = route.name.replace("-", "_")
+    app.agent(source, name=route.name)(agent)
 
 
-async def _handle_with_retry(proc: StageProcessor, msg: Inbound) -> list:
+def _add_timer(app: Any, interval: float, fn: Callable[[], Any]) -> None:
+    async def tick() -> None:
+        try:
+            fn()
+        except RETRYABLE as exc:  # the next tick tries again
+            log.warning("timer %s: %s", getattr(fn, "__name__", fn), exc)
+
+    tick.__name__ = f"timer_{getattr(fn, '__name__', 'fn')}"
+    app.timer(interval)(tick)
+
+
+async def _handle_with_retry(route: Route, msg: Inbound) -> list[Outbound]:
     delay = 0.2
     while True:
         try:
-            return proc.handle(msg)
+            return route.handler.handle(msg)
         except RETRYABLE as exc:
-            log.warning("stage %s: %s; retrying in %.1fs", proc.stage, exc, delay)
+            log.warning("%s: %s; retrying in %.1fs", route.name, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
 
-def run_worker(stages: list[str], settings: Settings, pipeline: PipelineConfig, metrics_port: int | None = None, loglevel: str = "warning") -> None:
+def app_id(stages: list[str]) -> str:
+    return f"shadowline-{stages[0]}" if len(stages) == 1 else "shadowline-pipeline"
+
+
+def create_app(stages: list[str], settings: Settings, pipeline: PipelineConfig, metrics_port: int | None = None) -> Any:
+    """Production: one agent per stage, serving the registry's active version, swapped hot on promotion."""
+    from shadow.hotswap import HotSwapper
+
+    store = RedisStore(settings.redis_url, settings.history_turns, settings.history_ttl_s)
+    metrics = PrometheusMetrics()
+    if metrics_port:
+        metrics.serve(metrics_port)
+    swapper = HotSwapper.for_workers(settings, pipeline)
+    active = swapper.active_pipeline()
+    processors = build_processors(active, stages, settings, make_codec(settings.schema_registry_url), store, swapper.resources, metrics)
+    swapper.attach(processors)
+    routes = [Route(f"stage-{p.stage}", (p.input_topic,), p) for p in processors.values()]
+    app = make_app(app_id(stages), settings, routes, timers=[(1.0, swapper.poll)])
+    app.shadowline_processors = processors  # for introspection in tests
+    return app
+
+
+def run_app(app: Any, loglevel: str = "warning") -> None:
     import faust
 
-    app = create_app(stages, settings, pipeline, metrics_port)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
-    worker.execute_from_commandline()
+    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+def run_worker(stages: list[str], settings: Settings, pipeline: PipelineConfig, metrics_port: int | None = None, loglevel: str = "warning") -> None:
+    run_app(create_app(stages, settings, pipeline, metrics_port), loglevel)

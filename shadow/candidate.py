@@ -1,0 +1,79 @@
+"""Candidate runner: a shadow version of one stage, on the mirror, in its own process and group.
+
+It reuses the production StageProcessor (same decode, same timing, same error capture) with two
+differences: it reads ``shadow.<stage>.in`` and writes every result (ok, rejected, error) to
+``shadow.<stage>.out``, and each event has a time limit, so a hanging candidate records a timeout
+and moves on instead of stalling.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from typing import Any
+
+from agents.base import ComponentSpec, Resources, build
+from agents.records import Outcome, Turn
+from schemas.codec import Codec
+from schemas.topics import Topics
+from shadowline.errors import ComponentError
+from streams.history import RedisStore
+from streams.messages import Outbound
+from streams.processor import Limits, StageProcessor
+
+REPLICA_SUFFIX = "+replica"
+
+
+class TimeLimited:
+    """Runs a component's ``process`` with a per-event time limit.
+
+    A thread cannot be killed, so a timed-out call is abandoned (its thread finishes or hangs on its
+    own) and a fresh executor serves the next event.
+    """
+
+    def __init__(self, component: Any, timeout_s: float, version: str | None = None) -> None:
+        self.inner = component
+        self.stage = component.stage
+        self.name = component.name
+        self.version = version or component.version
+        self.timeout_s = timeout_s
+        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="candidate")
+
+    def process(self, *args: Any) -> Outcome[Any]:
+        future = self._pool.submit(self.inner.process, *args)
+        try:
+            return future.result(timeout=self.timeout_s)
+        except cf.TimeoutError:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="candidate")
+            raise ComponentError(f"timeout: no result within {self.timeout_s:.1f}s") from None
+
+
+def shadow_router(proc: StageProcessor, turn: Turn, outcome: Outcome[Any]) -> list[Outbound]:
+    event = turn.event
+    if proc.stage == "context" and event.role != "customer" and not outcome.rejected:
+        return []  # history only, exactly as in production
+    out = proc.topics.shadow_out(proc.stage)
+    return [Outbound(out, event.conversation_id.encode(), proc.codec.encode("TurnState", turn.to_record(), out))]
+
+
+def candidate_processor(
+    spec: ComponentSpec,
+    settings: Any,
+    codec: Codec,
+    resources: Resources,
+    *,
+    timeout_s: float = 5.0,
+    replica: bool = False,
+) -> StageProcessor:
+    """``replica``: production's own version run again on the mirror, labelled ``<version>+replica``,
+    whose disagreement with production is the stage's noise floor."""
+    component = TimeLimited(build(spec, resources), timeout_s, spec.version + REPLICA_SUFFIX if replica else None)
+    store = None
+    if spec.stage == "context":
+        # The candidate keeps its own conversation history: it must never write production's.
+        store = RedisStore(settings.redis_url, settings.history_turns, settings.history_ttl_s, namespace=f"sl-shadow:{spec.ref}")
+    topics = Topics(settings.topic_prefix)
+    return StageProcessor(
+        spec.stage, component, codec, topics, store=store, limits=Limits(settings.max_text_bytes),
+        router=shadow_router, input_topic=topics.shadow_in(spec.stage),
+    )
