@@ -19,10 +19,12 @@ from typing import Any, Callable, Protocol
 from agents.records import StageRun, Turn
 from schemas.codec import Codec
 from schemas.topics import Topics
-from shadow.agreement import TEXT_OF, TEXT_STAGES, Verdict, compare, output_json
+from shadow.agreement import TEXT_OF, Verdict, compare, output_json
 from shadow.mirror import sampled
 from shadow.redact import redact_record
 from shadow.stats import MATCH_THRESHOLD
+
+REPLY_STAGES = frozenset({"generate", "tone"})  # stages whose output is a reply draft
 from shadowline.errors import DecodeError
 from streams.messages import Inbound, Outbound
 
@@ -163,13 +165,22 @@ class Comparator:
             if ref in entry.scored or verdict.agree is None:
                 continue
             entry.scored.add(ref)
-            prod_match = entry.prod_text is not None and self.similarity(entry.prod_text, entry.feedback) >= self.match_threshold
-            cand_match = None
             cand = entry.cands[ref]
-            if self.stage in TEXT_STAGES and self.stage != "context" and cand.output is not None and cand.run.status == "ok":
-                cand_match = self.similarity(TEXT_OF[self.stage](cand.output), entry.feedback) >= self.match_threshold
+            if self.stage in REPLY_STAGES:
+                # Like with like: both sides' stage output (a reply draft) against what the agent sent.
+                prod_match = self._matches(entry.prod, entry.feedback)
+                cand_match: bool | None = self._matches(cand, entry.feedback)
+            else:
+                # A label stage has no reply of its own: the outcome is production's final suggestion.
+                prod_match = entry.prod_text is not None and self.similarity(entry.prod_text, entry.feedback) >= self.match_threshold
+                cand_match = None
             self.stats.outcome(self.stage, ref, prod_match, cand_match, verdict.agree)
         return []
+
+    def _matches(self, side: Side, sent: str) -> bool:
+        if side.output is None or side.run.status != "ok":
+            return False  # no draft offered: the agent had to write it all
+        return self.similarity(TEXT_OF[self.stage](side.output), sent) >= self.match_threshold
 
     # -- expiry ------------------------------------------------------------------------------
     def sweep(self) -> list[Outbound]:
