@@ -24,6 +24,11 @@ DEFAULT_PIPELINE = REPO_ROOT / "pipeline.yaml"
 class PipelineConfig:
     active: dict[str, ComponentSpec]
     candidates: dict[str, list[ComponentSpec]] = field(default_factory=dict)
+    gates: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> GatePolicy fields
+    mirror_rate: dict[str, float] = field(default_factory=dict)  # stage -> share of traffic mirrored
+
+
+STAGE_KEYS = {"active", "candidates", "gates", "mirror_rate"}
 
 
 def _spec(stage: str, raw: Any, where: str) -> ComponentSpec:
@@ -47,16 +52,28 @@ def parse_pipeline(data: Any, source: str = "pipeline config") -> PipelineConfig
     missing = [s for s in STAGES if s not in stages]
     if missing:
         raise ConfigError(f"{source}: no component for stage(s) {', '.join(missing)}")
-    active, candidates = {}, {}
+    active, candidates, gates, rates = {}, {}, {}, {}
     for stage in STAGES:
         entry = stages[stage]
         if not isinstance(entry, dict) or "active" not in entry:
             raise ConfigError(f"{source}: stages.{stage} needs an 'active' component")
+        extra = sorted(set(entry) - STAGE_KEYS)
+        if extra:
+            raise ConfigError(f"{source}: stages.{stage}: unknown key(s) {', '.join(extra)}")
+        if "gates" in entry:
+            if not isinstance(entry["gates"], dict):
+                raise ConfigError(f"{source}: stages.{stage}.gates: expected a mapping")
+            gates[stage] = entry["gates"]
+        if "mirror_rate" in entry:
+            rate = entry["mirror_rate"]
+            if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate <= 1:
+                raise ConfigError(f"{source}: stages.{stage}.mirror_rate must be a number within [0, 1]")
+            rates[stage] = float(rate)
         active[stage] = _spec(stage, entry["active"], f"{source}: stages.{stage}.active")
         candidates[stage] = [
             _spec(stage, c, f"{source}: stages.{stage}.candidates[{i}]") for i, c in enumerate(entry.get("candidates") or [])
         ]
-    return PipelineConfig(active, candidates)
+    return PipelineConfig(active, candidates, gates, rates)
 
 
 def load_pipeline(path: Path | None = None) -> PipelineConfig:

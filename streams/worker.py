@@ -81,11 +81,17 @@ def _add_agent(app: Any, route: Route) -> None:
 
 
 def _add_timer(app: Any, interval: float, fn: Callable[[], Any]) -> None:
+    """A periodic call; if it returns Outbound messages (e.g. expired joins), they are sent."""
+
     async def tick() -> None:
         try:
-            fn()
+            outs = fn()
         except RETRYABLE as exc:  # the next tick tries again
             log.warning("timer %s: %s", getattr(fn, "__name__", fn), exc)
+            return
+        for out in outs or ():
+            if isinstance(out, Outbound):
+                await app.topic(out.topic).send(key=out.key, value=out.value)
 
     tick.__name__ = f"timer_{getattr(fn, '__name__', 'fn')}"
     app.timer(interval)(tick)

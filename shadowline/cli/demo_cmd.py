@@ -17,16 +17,43 @@ from rich.rule import Rule
 
 from schemas.topics import STAGES
 
-console = Console()
+# Piped output (logs, CI) gets room for the status table instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
 BAD_PAYLOAD = b"\x00not-avro: a malformed event, to show the dead-letter path"
+DEMO_PIPELINE = Path(__file__).resolve().parents[2] / "samples" / "demo-pipeline.yaml"
+PROBE_TEXT = "How long does a refund take to reach my card?"
 
 
-def _start_workers(groups: list[list[str]], log_dir: Path) -> list[tuple[subprocess.Popen, Path]]:
+def _probe(s: Any, codec: Any, topics: Any, timeout_s: float = 60.0) -> dict:
+    """Publish one fresh customer turn and return its suggestion or escalation."""
+    import uuid
+
+    from agents.records import ConversationEvent
+    from shadowline.errors import InfraError
+    from streams.publisher import Publisher
+    from streams.reader import end_offsets, read
+
+    time.sleep(1.5)  # workers look at the registry every second
+    cid = f"probe-{uuid.uuid4().hex[:8]}"
+    watch = [topics.suggestions, topics.escalations]
+    start = end_offsets(s.kafka_bootstrap, watch)
+    with Publisher(s.kafka_bootstrap, codec, topics) as pub:
+        pub.publish_event(ConversationEvent(f"{cid}-t0", cid, "customer", PROBE_TEXT, int(time.time() * 1000)))
+    found: list[dict] = []
+    for _, rec in read(s.kafka_bootstrap, start, codec, topics.record_of, stop=lambda: bool(found), timeout_s=timeout_s):
+        if rec.get("event_id") == f"{cid}-t0":
+            found.append(rec)
+    if not found:
+        raise InfraError(f"no result for the probe turn within {timeout_s:.0f}s")
+    return found[0]
+
+
+def _start_workers(commands: list[list[str]], log_dir: Path) -> list[tuple[subprocess.Popen, Path]]:
     log_dir.mkdir(parents=True, exist_ok=True)
     procs = []
-    for stages in groups:
-        log = log_dir / f"worker-{'-'.join(stages) if len(stages) < 3 else 'pipeline'}.log"
-        cmd = [sys.executable, "-m", "shadowline", "worker", *stages]
+    for args in commands:
+        log = log_dir / ("-".join(a for a in args if not a.startswith("-"))[:80].replace("@", "-") + ".log")
+        cmd = [sys.executable, "-m", "shadowline", *args]
         with open(log, "wb") as fh:
             procs.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True), log))
     return procs
@@ -89,6 +116,16 @@ def demo(
     from streams.publisher import Publisher
     from streams.reader import end_offsets, read
 
+    from shadow.registry import Registry
+    from shadow.stats_store import RedisStats
+    from shadowline import demo_shadow
+    from shadowline.cli.shadow_cmd import promoter, status
+    from streams.pipeline import load_pipeline
+
+    if "SHADOWLINE_PIPELINE_CONFIG" not in os.environ:
+        # The demo's pipeline adds two shadow candidates; worker processes inherit the setting.
+        os.environ["SHADOWLINE_PIPELINE_CONFIG"] = str(DEMO_PIPELINE)
+        get_settings.cache_clear()
     s = get_settings()
     topics, codec = Topics(s.topic_prefix), make_codec(s.schema_registry_url)
     items = items_from_file(conversations or s.samples_dir / "conversations.jsonl")
@@ -105,10 +142,17 @@ def demo(
         index = load_or_build(s, get_embedder("hashing"))
         st = index.stats()
         console.print(f"KB index {st['version']}: {st['articles']} articles, {st['chunks']} chunks, {st['embedder']} ({st['dim']}-d)")
-        console.print(Rule("3. stream workers"))
-        groups = [[st] for st in STAGES] if per_stage else [list(STAGES)]
-        procs = _start_workers(groups, s.home / "logs")
-        console.print(f"started {len(procs)} Faust worker process(es); logs in {s.home / 'logs'}")
+        console.print(Rule("3. stream workers and shadow workers"))
+        demo_shadow.reset_shadow_state(s.redis_url)
+        registry = Registry(s.redis_url)
+        pipeline = load_pipeline(s.pipeline_config)
+        registry.seed(pipeline.active, pipeline.candidates)
+        for stage, rate in pipeline.mirror_rate.items():
+            registry.set_mirror_rate(stage, rate)
+        production = [["worker", st] for st in STAGES] if per_stage else [["worker"]]
+        procs = _start_workers(production + demo_shadow.shadow_worker_args(registry), s.home / "logs")
+        console.print(f"started {len(production)} production worker(s) and {len(procs) - len(production)} shadow worker(s) "
+                      f"(mirror, comparator, replica, {len(registry.candidates(demo_shadow.DEMO_STAGE))} candidates); logs in {s.home / 'logs'}")
         watch = [topics.suggestions, topics.escalations, topics.deadletter]
         start = end_offsets(s.kafka_bootstrap, watch)
         console.print(Rule("4. replay sample conversations"))
@@ -141,7 +185,19 @@ def demo(
         console.print(Rule("summary"))
         console.print(f"{len(results)} customer turns: {n_sug} suggestions, {len(results) - n_sug} escalations")
         for d in dead:
-            console.print(f"dead letter: {d['topic']}[{d['partition']}]@{d['offset']} reason={d['reason']}: {d['detail']}")
+            console.print(f"dead letter: {d['topic']}[{d['partition']}]@{d['offset']} reason={d['reason']}: {escape(d['detail'])}")
+
+        console.print(Rule(f"6. shadow mode on {demo_shadow.DEMO_STAGE}: evidence, gates, promotion, rollback"))
+        reached = sum(1 for _, rec in results.values() if any(r["stage"] == demo_shadow.DEMO_STAGE for r in rec["turn"]["trace"]))
+        refs = [f"{c.name}@{c.version}" for c in registry.candidates(demo_shadow.DEMO_STAGE)]
+        demo_shadow.wait_for_evidence(RedisStats(s.redis_url), refs, reached, timeout_s, lambda: _check_alive(procs))
+        console.print(f"$ shadowline shadow status   ({reached} customer turns reached {demo_shadow.DEMO_STAGE})")
+        status(stage=demo_shadow.DEMO_STAGE, as_json=False)
+
+        def probe() -> dict:
+            return _probe(s, codec, topics)
+
+        demo_shadow.promotion_story(console, promoter("demo"), registry, probe, refused="chaos@1", good="tfidf-logreg@2")
     finally:
         if procs and not keep_running:
             _stop_workers(procs)
