@@ -8,7 +8,8 @@ and moves on instead of stalling.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
+import queue
+import threading
 from typing import Any
 
 from agents.base import ComponentSpec, Resources, build
@@ -26,8 +27,9 @@ REPLICA_SUFFIX = "+replica"
 class TimeLimited:
     """Runs a component's ``process`` with a per-event time limit.
 
-    A thread cannot be killed, so a timed-out call is abandoned (its thread finishes or hangs on its
-    own) and a fresh executor serves the next event.
+    A thread cannot be killed, so a timed-out call is abandoned: its worker thread is a daemon (it can
+    never keep the process from exiting, unlike concurrent.futures' pool threads, which are joined at
+    exit) and a fresh worker serves the next event.
     """
 
     def __init__(self, component: Any, timeout_s: float, version: str | None = None) -> None:
@@ -36,16 +38,32 @@ class TimeLimited:
         self.name = component.name
         self.version = version or component.version
         self.timeout_s = timeout_s
-        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="candidate")
+        self._jobs: queue.SimpleQueue | None = None
+        self.abandoned = 0
+
+    def _worker(self, jobs: queue.SimpleQueue) -> None:
+        while True:
+            args, done = jobs.get()
+            try:
+                done.put((True, self.inner.process(*args)))
+            except BaseException as exc:  # handed to the caller, which records it
+                done.put((False, exc))
 
     def process(self, *args: Any) -> Outcome[Any]:
-        future = self._pool.submit(self.inner.process, *args)
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(target=self._worker, args=(self._jobs,), daemon=True, name="candidate").start()
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        self._jobs.put((args, done))
         try:
-            return future.result(timeout=self.timeout_s)
-        except cf.TimeoutError:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="candidate")
+            ok, value = done.get(timeout=self.timeout_s)
+        except queue.Empty:
+            self._jobs = None  # abandon the stuck worker; the next event starts a new one
+            self.abandoned += 1
             raise ComponentError(f"timeout: no result within {self.timeout_s:.1f}s") from None
+        if ok:
+            return value
+        raise value
 
 
 def shadow_router(proc: StageProcessor, turn: Turn, outcome: Outcome[Any]) -> list[Outbound]:
