@@ -54,6 +54,9 @@ class Chaos:
         self.name = spec.name
         self.version = spec.version
         self.disagree_rate = float(cfg.get("disagree_rate", 0.0))
+        # Exact rate: every n-th call. Hash selection (disagree_rate) is reproducible across processes,
+        # but over a few hundred events it realizes the rate only within sampling error.
+        self.disagree_every = int(cfg.get("disagree_every", 0))
         self.error_rate = float(cfg.get("error_rate", 0.0))
         self.hang_rate = float(cfg.get("hang_rate", 0.0))
         self.slow_factor = float(cfg.get("slow_factor", 1.0))
@@ -75,7 +78,7 @@ class Chaos:
         outcome = self.inner.process(turn, *rest)
         spent = time.perf_counter() - t0
         time.sleep(spent * (self.slow_factor - 1.0) + self.slow_ms / 1000)
-        if chosen(eid, self.disagree_rate, self.salt):
+        if chosen(eid, self.disagree_rate, self.salt) or (self.disagree_every and self.calls % self.disagree_every == 0):
             return Outcome(_alter(self.stage, outcome.output), outcome.rejected, outcome.reason)
         return outcome
 
