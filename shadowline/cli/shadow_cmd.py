@@ -50,6 +50,7 @@ def _registry() -> Any:
 def promoter(actor: str = "cli") -> Any:
     from schemas.topics import Topics
     from shadow.promotion import Promoter
+    from shadow.regression import regression_gate
     from shadow.stats_store import RedisStats
     from streams.pipeline import load_pipeline
     from streams.publisher import Publisher
@@ -61,7 +62,8 @@ def promoter(actor: str = "cli") -> Any:
         with Publisher(s.kafka_bootstrap, topics=topics) as pub:
             pub.send(topics.promotions, "Promotion", record, record["stage"])
 
-    return Promoter(_registry(), RedisStats(s.redis_url), publish, load_pipeline(s.pipeline_config).gates, actor=actor)
+    return Promoter(_registry(), RedisStats(s.redis_url), publish, load_pipeline(s.pipeline_config).gates,
+                    regression=regression_gate, actor=actor)
 
 
 @shadow.command("register")
