@@ -32,6 +32,16 @@ def _stage(stage: str) -> str:
     return stage
 
 
+NICE_HELP = "CPU priority offset (Unix nice): shadow work yields the CPU to production on a shared host."
+
+
+def _lower_priority(nice: int) -> None:
+    import os
+
+    if nice > 0 and hasattr(os, "nice"):
+        os.nice(nice)
+
+
 def _registry() -> Any:
     from shadow.registry import Registry
 
@@ -90,12 +100,17 @@ def register_candidate(
 
 
 @shadow.command("mirror")
-def run_mirror(stage: str = typer.Argument(...), rate: Optional[float] = typer.Option(None, min=0.0, max=1.0)) -> None:
+def run_mirror(
+    stage: str = typer.Argument(...),
+    rate: Optional[float] = typer.Option(None, min=0.0, max=1.0),
+    nice: int = typer.Option(10, min=0, max=19, help=NICE_HELP),
+) -> None:
     """Mirror a sample of the stage's production input to shadow.<stage>.in (PII redacted)."""
     from shadow.workers import mirror_app
     from streams.worker import run_app
 
     _stage(stage)
+    _lower_priority(nice)
     if rate is not None:
         _registry().set_mirror_rate(stage, rate)
     run_app(mirror_app(stage, _settings()))
@@ -107,12 +122,14 @@ def run_candidate(
     candidate: Optional[str] = typer.Option(None, help="name@version; default: the stage's only candidate."),
     replica: bool = typer.Option(False, help="Run production's own version (the noise floor) instead."),
     timeout_s: float = typer.Option(5.0, min=0.01, help="Per-event time limit."),
+    nice: int = typer.Option(10, min=0, max=19, help=NICE_HELP),
 ) -> None:
     """Run a candidate (or the production replica) on shadow.<stage>.in, in its own process and group."""
     from shadow.workers import candidate_app
     from streams.worker import run_app
 
     _stage(stage)
+    _lower_priority(nice)
     registry = _registry()
     spec = registry.active(stage) if replica else promoter().candidate(stage, candidate)
     run_app(candidate_app(spec, _settings(), replica=replica, timeout_s=timeout_s))
@@ -123,12 +140,14 @@ def run_comparator(
     stage: str = typer.Argument(...),
     threshold: float = typer.Option(0.8, min=0.0, max=1.0, help="Text similarity that counts as agreement."),
     window_s: float = typer.Option(30.0, min=0.1, help="How long to wait for the other side."),
+    nice: int = typer.Option(10, min=0, max=19, help=NICE_HELP),
 ) -> None:
     """Join production and shadow outputs; write compare.<stage> and the running statistics."""
     from shadow.workers import comparator_app
     from streams.worker import run_app
 
     _stage(stage)
+    _lower_priority(nice)
     _registry()
     run_app(comparator_app(stage, _settings(), threshold=threshold, window_s=window_s))
 
