@@ -172,13 +172,20 @@ class ExtractiveSummary:
         self.max_chars = max_chars
 
     def process(self, turn: Turn, prior: Prior) -> Outcome[Context]:
-        event = turn.event
-        history = (prior.history + (event.as_message(),))[-self.max_turns :]
-        if event.role != CUSTOMER:
-            # Agent messages join the window; the customer's issue is unchanged.
-            return ok(Context(prior.summary, history, prior.turns))
-        summary = summarize(event.text, prior.history, prior.summary, self.max_chars)
+        history, unchanged = window(turn, prior, self.max_turns)
+        if unchanged is not None:
+            return unchanged
+        summary = summarize(turn.event.text, prior.history, prior.summary, self.max_chars)
         return ok(Context(summary, history, prior.turns))
+
+
+def window(turn: Turn, prior: Prior, max_turns: int) -> tuple[tuple[Message, ...], Outcome[Context] | None]:
+    """The recent-history window with this message; for a non-customer message, the finished outcome:
+    agent messages join the window but leave the customer's issue (the summary) unchanged."""
+    history = (prior.history + (turn.event.as_message(),))[-max_turns:]
+    if turn.event.role != CUSTOMER:
+        return history, ok(Context(prior.summary, history, prior.turns))
+    return history, None
 
 
 @register("context", "extractive")
@@ -214,10 +221,9 @@ class LLMSummary:
         self.max_chars = max_chars
 
     def process(self, turn: Turn, prior: Prior) -> Outcome[Context]:
-        event = turn.event
-        history = (prior.history + (event.as_message(),))[-self.max_turns :]
-        if event.role != CUSTOMER:
-            return ok(Context(prior.summary, history, prior.turns))
+        history, unchanged = window(turn, prior, self.max_turns)
+        if unchanged is not None:
+            return unchanged
         transcript = "\n".join(f"{m.role}: {m.text}" for m in history)
         user = f"Previous summary: {prior.summary or '(none)'}\n\nConversation:\n{transcript}\n\nSummary:"
         reply = self.chat.complete(SUMMARY_SYSTEM.format(max_chars=self.max_chars), user, max_tokens=200)

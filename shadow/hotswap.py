@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any
 
 from agents.base import ComponentSpec, Resources, build
 from shadow.registry import Registry

@@ -11,7 +11,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from agents.base import ContextComponent, Prior
+from agents.base import Prior
 from agents.records import ConversationEvent, Outcome, StageRun, Turn
 from schemas.codec import Codec
 from schemas.topics import STAGES, Topics

@@ -17,7 +17,7 @@ from schemas.codec import Codec, SingleObjectCodec
 from schemas.topics import Topics
 from shadowline.config import Settings, get_settings
 from streams.history import MemoryStore
-from streams.messages import Inbound, Outbound
+from streams.messages import Inbound
 from streams.metrics import Metrics
 from streams.pipeline import PipelineConfig, build_processors, load_pipeline
 from streams.processor import StageProcessor, now_ms
