@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install deps demo test test-unit test-integration bench clean
+.PHONY: install deps test-deps demo test test-unit test-integration bench clean
+GRAFANA_SCHEMA := .shadowline/grafana-schema/node_modules/@grafana/schema
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,7 +21,13 @@ deps:
 demo: install deps
 	$(BIN)/shadowline demo
 
-test: install deps
+# Grafana's published dashboard types (matching compose's Grafana 11.3.0), to type-check the dashboards.
+$(GRAFANA_SCHEMA):
+	npm install --silent --no-audit --no-fund --prefix .shadowline/grafana-schema @grafana/schema@11.3.0 typescript@5
+
+test-deps: deps $(GRAFANA_SCHEMA)
+
+test: install test-deps
 	$(BIN)/python -m pytest -q -ra
 
 test-unit: install
