@@ -55,6 +55,7 @@ class Pending:
     feedback: str | None = None
     scored: set[str] = field(default_factory=set)
     swept: bool = False  # missing-side records already emitted
+    given_up: set[str] = field(default_factory=set)  # candidates recorded missing: a late answer is not counted again
 
 
 def ref_of(run: StageRun) -> str:
@@ -147,7 +148,7 @@ class Comparator:
             return []
         out = []
         for ref, cand in entry.cands.items():
-            if ref in entry.verdicts:
+            if ref in entry.verdicts or ref in entry.given_up:
                 continue
             verdict = compare(self.stage, (entry.prod.run, entry.prod.output), (cand.run, cand.output), self.similarity, self.threshold)
             entry.verdicts[ref] = verdict
@@ -210,6 +211,7 @@ class Comparator:
         elif sampled(entry.conversation_id, rate):
             for ref in expected_refs:
                 if ref not in entry.cands:
+                    entry.given_up.add(ref)
                     self.stats.comparison(self.stage, ref_of(entry.prod.run), ref, "missing_candidate", None, entry.prod.run.latency_ms, None, False)
                     out.append(self._record(eid, entry, ref, "missing_candidate", Verdict("label", None, None), None))
         return out

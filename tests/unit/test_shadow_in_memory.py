@@ -126,3 +126,23 @@ def test_sampling_mirrors_whole_conversations_at_the_configured_rate():
     assert 0.3 < len(mirrored) / len(all_convs) < 0.7
     per_conv = {c: sum(1 for i in ITEMS if i.event.conversation_id == c) for c in mirrored}
     assert h.mirror.mirrored == sum(per_conv.values())  # every event of a sampled conversation
+
+
+def test_a_candidate_answering_after_the_window_is_counted_once_as_missing():
+    from agents.records import ConversationEvent
+
+    now = [1000.0]
+    pipe = InMemoryPipeline()
+    h = ShadowHarness(pipe, "classify", ComponentSpec("classify", "tfidf-logreg", "2", {}), window_s=5.0, clock=lambda: now[0])
+    candidate = [s for s in pipe.subscribers if s[0].startswith("candidate-")][0]
+    pipe.subscribers.remove(candidate)  # the candidate is down ...
+    pipe.publish(ConversationEvent("late-1", "late", "customer", "How do I reset my password?", 1))
+    pipe.run()
+    now[0] += 10.0  # ... past the window
+    for out in h.comparator.sweep():
+        pipe.broker.produce(out.topic, out.key, out.value)
+    pipe.subscribers.append(candidate)  # it comes back and answers late
+    pipe.run()
+    stats = h.result()
+    statuses = [c["status"] for c in h.comparisons()]
+    assert statuses == ["missing_candidate"] and stats.missing_candidate == 1 and stats.samples == 0
