@@ -26,6 +26,7 @@ $(GRAFANA_SCHEMA):
 	npm install --silent --no-audit --no-fund --prefix .shadowline/grafana-schema @grafana/schema@11.3.0 typescript@5
 
 test-deps: deps $(GRAFANA_SCHEMA)
+	bash infra/install-test-deps.sh
 
 test: install test-deps
 	$(BIN)/python -m pytest -q -ra
