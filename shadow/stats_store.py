@@ -144,3 +144,50 @@ class RedisStats:
     def reset(self, stage: str, candidate: str) -> None:
         key = self._key(stage, candidate)
         self._run("reset", lambda: self.r.delete(key, f"{key}:lat:prod", f"{key}:lat:cand"))
+
+
+class MeteredStats:
+    """A stats store that also feeds Prometheus: comparisons by status, verdicts, and the running
+    agreement and match ratios per (stage, candidate), which the comparator worker serves on /metrics.
+
+    The ratios start from the store's totals (read once per candidate), so they show the numbers
+    ``shadow status`` and the gates use rather than restarting at zero with the process.
+    """
+
+    def __init__(self, inner: Any, metrics: Any) -> None:
+        self.inner, self.metrics = inner, metrics
+        self._counts: dict[tuple[str, str], dict[str, int]] = {}
+
+    def comparison(self, stage: str, production: str, candidate: str, status: str, agree: bool | None,
+                   production_latency_ms: float | None, candidate_latency_ms: float | None, candidate_error: bool) -> None:
+        self.inner.comparison(stage, production, candidate, status, agree, production_latency_ms, candidate_latency_ms, candidate_error)
+        self.metrics.compared(stage, candidate, "error" if candidate_error else status, agree)
+        self._fold(stage, candidate, _comparison_counts(status, agree, candidate_error))
+
+    def outcome(self, stage: str, candidate: str, prod_match: bool, cand_match: bool | None, agree: bool) -> None:
+        self.inner.outcome(stage, candidate, prod_match, cand_match, agree)
+        self._fold(stage, candidate, _outcome_counts(prod_match, cand_match, agree))
+
+    def load(self, stage: str, candidate: str) -> ShadowStats:
+        return self.inner.load(stage, candidate)
+
+    def candidates(self, stage: str) -> list[str]:
+        return self.inner.candidates(stage)
+
+    def _fold(self, stage: str, candidate: str, delta: dict[str, int]) -> None:
+        counts = self._counts.get((stage, candidate))
+        if counts is None:
+            counts = self._counts[(stage, candidate)] = self._totals(stage, candidate, delta)
+        else:
+            for k, v in delta.items():
+                counts[k] = counts.get(k, 0) + v
+        rate = lambda part, whole: counts.get(part, 0) / counts[whole] if counts.get(whole) else None
+        self.metrics.shadow_ratios(stage, candidate, rate("agree", "samples"), rate("prod_match", "prod_total"), rate("cand_match", "cand_total"))
+
+    def _totals(self, stage: str, candidate: str, delta: dict[str, int]) -> dict[str, int]:
+        """The store's totals, which already include ``delta`` (just written); ``delta`` alone if unreadable."""
+        try:
+            s = self.inner.load(stage, candidate)
+        except StoreError:
+            return dict(delta)
+        return {k: getattr(s, k) for k in ("samples", "agree", "prod_match", "prod_total", "cand_match", "cand_total")}

@@ -1,4 +1,8 @@
-"""Processes of the shadow path, each its own Faust app and consumer group, so none can slow production."""
+"""Processes of the shadow path, each its own Faust app and consumer group, so none can slow production.
+
+Each serves Prometheus metrics on ``metrics_port`` when given, like the production worker: the candidate
+its stage latencies and statuses, the comparator comparisons, agreement and match rates.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +18,9 @@ from shadow.candidate import candidate_processor
 from shadow.compare import Comparator
 from shadow.mirror import Mirror
 from shadow.registry import Registry
-from shadow.stats_store import RedisStats
+from shadow.stats_store import MeteredStats, RedisStats
 from shadowline.config import Settings
-from streams.worker import Route, make_app
+from streams.worker import Route, make_app, worker_metrics
 
 
 def cached(fn: Callable[[], Any], ttl_s: float = 2.0) -> Callable[[], Any]:
@@ -32,28 +36,34 @@ def cached(fn: Callable[[], Any], ttl_s: float = 2.0) -> Callable[[], Any]:
     return get
 
 
-def mirror_app(stage: str, settings: Settings) -> Any:
+def mirror_app(stage: str, settings: Settings, *, metrics_port: int | None = None) -> Any:
+    metrics = worker_metrics(metrics_port)
     registry = Registry(settings.redis_url)
     mirror = Mirror(stage, make_codec(settings.schema_registry_url), Topics(settings.topic_prefix), cached(lambda: registry.mirror_rate(stage)))
-    return make_app(f"shadowline-mirror-{stage}", settings, [Route(f"mirror-{stage}", (mirror.input_topic,), mirror)])
+    return make_app(f"shadowline-mirror-{stage}", settings, [Route(f"mirror-{stage}", (mirror.input_topic,), mirror)], metrics=metrics)
 
 
-def candidate_app(spec: ComponentSpec, settings: Settings, *, replica: bool = False, timeout_s: float = 5.0) -> Any:
+def candidate_app(spec: ComponentSpec, settings: Settings, *, replica: bool = False, timeout_s: float = 5.0,
+                  metrics_port: int | None = None) -> Any:
+    metrics = worker_metrics(metrics_port)
     proc = candidate_processor(spec, settings, make_codec(settings.schema_registry_url), Resources(settings), timeout_s=timeout_s, replica=replica)
+    proc.metrics = metrics  # its events and latencies, labelled with the candidate's version
     label = f"{spec.name}-{spec.version}" + ("-replica" if replica else "")
-    return make_app(f"shadowline-shadow-{spec.stage}-{label}", settings, [Route(f"shadow-{spec.stage}", (proc.input_topic,), proc)])
+    return make_app(f"shadowline-shadow-{spec.stage}-{label}", settings, [Route(f"shadow-{spec.stage}", (proc.input_topic,), proc)], metrics=metrics)
 
 
-def comparator_app(stage: str, settings: Settings, *, threshold: float = 0.8, window_s: float = 30.0) -> Any:
+def comparator_app(stage: str, settings: Settings, *, threshold: float = 0.8, window_s: float = 30.0,
+                   metrics_port: int | None = None) -> Any:
+    metrics = worker_metrics(metrics_port)
     registry = Registry(settings.redis_url)
 
     def expected() -> tuple[float, list[str]]:
         return registry.mirror_rate(stage), [f"{c.name}@{c.version}" for c in registry.candidates(stage)]
 
     comparator = Comparator(
-        stage, make_codec(settings.schema_registry_url), Topics(settings.topic_prefix), RedisStats(settings.redis_url),
+        stage, make_codec(settings.schema_registry_url), Topics(settings.topic_prefix), MeteredStats(RedisStats(settings.redis_url), metrics),
         TextSimilarity(get_embedder("hashing")), cached(expected), threshold=threshold, window_s=window_s,
     )
     route = Route(f"compare-{stage}", comparator.input_topics, comparator)
     # The timer emits missing-side records even when traffic stops.
-    return make_app(f"shadowline-compare-{stage}", settings, [route], timers=[(1.0, comparator.sweep)])
+    return make_app(f"shadowline-compare-{stage}", settings, [route], timers=[(1.0, comparator.sweep)], metrics=metrics)

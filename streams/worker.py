@@ -3,6 +3,9 @@
 The same wrapper runs production stages, the shadow mirror, candidates and the comparator, each in
 its own process and consumer group. Infrastructure faults (Redis down) block the partition and retry
 rather than skip an event; component faults are already data by the time they leave a handler.
+
+Every app gets a ``Metrics`` object: messages per agent and, every few seconds, the consumer lag of
+each assigned partition; with a metrics port it is served on /metrics.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from shadowline.config import Settings
 from shadowline.errors import StoreError, TransportError
 from streams.history import RedisStore
 from streams.messages import Inbound, Outbound
-from streams.metrics import PrometheusMetrics
+from streams.metrics import Metrics, PrometheusMetrics
 from streams.pipeline import PipelineConfig, build_processors
 
 log = logging.getLogger("shadowline.worker")
 RETRYABLE = (StoreError, TransportError)
+LAG_INTERVAL_S = 5.0
 
 
 class Handler(Protocol):
@@ -37,7 +41,21 @@ class Route:
     handler: Handler
 
 
-def make_app(app_id: str, settings: Settings, routes: list[Route], timers: list[tuple[float, Callable[[], Any]]] = ()) -> Any:
+def worker_metrics(port: int | None) -> PrometheusMetrics:
+    """The process's metrics, served on ``port`` right away (so a scraper sees the worker while it loads)."""
+    metrics = PrometheusMetrics()
+    if port:
+        metrics.serve(port)
+    return metrics
+
+
+def make_app(
+    app_id: str,
+    settings: Settings,
+    routes: list[Route],
+    timers: list[tuple[float, Callable[[], Any]]] = (),
+    metrics: Metrics | None = None,
+) -> Any:
     import faust
 
     app = faust.App(
@@ -53,14 +71,17 @@ def make_app(app_id: str, settings: Settings, routes: list[Route], timers: list[
         producer_acks=-1,
         broker_commit_interval=1.0,
     )
+    metrics = metrics or Metrics()
     for route in routes:
-        _add_agent(app, route)
+        _add_agent(app, route, metrics)
     for interval, fn in timers:
         _add_timer(app, interval, fn)
+    _add_lag_timer(app, metrics, LAG_INTERVAL_S)
+    app.shadowline_metrics = metrics
     return app
 
 
-def _add_agent(app: Any, route: Route) -> None:
+def _add_agent(app: Any, route: Route, metrics: Metrics) -> None:
     source = app.topic(*route.topics)
     sinks: dict[str, Any] = {}
 
@@ -73,8 +94,10 @@ def _add_agent(app: Any, route: Route) -> None:
         async for event in stream.events():
             m = event.message
             msg = Inbound(m.topic, m.partition, m.offset, event.key, event.value, int(m.timestamp * 1000))
-            for out in await _handle_with_retry(route, msg):
+            outs = await _handle_with_retry(route, msg)
+            for out in outs:
                 await sink(out.topic).send(key=out.key, value=out.value)
+            metrics.handled(route.name, [out.topic for out in outs])
 
     agent.__name__ = route.name.replace("-", "_")
     app.agent(source, name=route.name)(agent)
@@ -97,6 +120,37 @@ def _add_timer(app: Any, interval: float, fn: Callable[[], Any]) -> None:
     app.timer(interval)(tick)
 
 
+def _add_lag_timer(app: Any, metrics: Metrics, interval: float) -> None:
+    async def consumer_lag() -> None:
+        try:
+            lag = await partition_lag(app.consumer)
+        except Exception as exc:  # best effort: before the first assignment or mid-rebalance there is nothing to measure
+            log.debug("consumer lag: %s", exc)
+            return
+        metrics.consumer_lag(app.conf.id, lag)
+
+    app.timer(interval)(consumer_lag)
+
+
+async def partition_lag(consumer: Any) -> dict[tuple[str, int], int]:
+    """Per assigned partition: high watermark minus the committed offset (the fetch position while nothing
+    is committed yet). Faust keeps each partition's committed offset, the next one to read as Kafka
+    stores it, in ``Consumer._committed_offset``; it has no public accessor."""
+    tps = consumer.assignment()
+    if not tps:
+        return {}
+    highs = await consumer.highwaters(*tps)
+    lag: dict[tuple[str, int], int] = {}
+    for tp in tps:
+        high = highs.get(tp)
+        done = consumer._committed_offset.get(tp)
+        if done is None:
+            done = await consumer.position(tp)
+        if high is not None and done is not None:
+            lag[(tp.topic, tp.partition)] = max(0, high - done)
+    return lag
+
+
 async def _handle_with_retry(route: Route, msg: Inbound) -> list[Outbound]:
     delay = 0.2
     while True:
@@ -117,15 +171,13 @@ def create_app(stages: list[str], settings: Settings, pipeline: PipelineConfig, 
     from shadow.hotswap import HotSwapper
 
     store = RedisStore(settings.redis_url, settings.history_turns, settings.history_ttl_s)
-    metrics = PrometheusMetrics()
-    if metrics_port:
-        metrics.serve(metrics_port)
+    metrics = worker_metrics(metrics_port)
     swapper = HotSwapper.for_workers(settings, pipeline)
     active = swapper.active_pipeline()
     processors = build_processors(active, stages, settings, make_codec(settings.schema_registry_url), store, swapper.resources, metrics)
     swapper.attach(processors)
     routes = [Route(f"stage-{p.stage}", (p.input_topic,), p) for p in processors.values()]
-    app = make_app(app_id(stages), settings, routes, timers=[(1.0, swapper.poll)])
+    app = make_app(app_id(stages), settings, routes, timers=[(1.0, swapper.poll)], metrics=metrics)
     app.shadowline_processors = processors  # for introspection in tests
     return app
 

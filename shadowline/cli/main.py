@@ -33,7 +33,9 @@ def _register() -> None:
         return
     _registered = True
     # Imported here, not at module import, so `shadowline --help` stays fast and side-effect free.
-    from shadowline.cli import dashboard_cmd, demo_cmd, eval_cmd, grafana_cmd, infra_cmd, pipeline_cmd, shadow_cmd
+    from shadowline.cli import (
+        dashboard_cmd, demo_cmd, eval_cmd, grafana_cmd, infra_cmd, pipeline_cmd, query_cmd, shadow_cmd,
+    )
 
     app.add_typer(infra_cmd.app, name="infra")
     pipeline_cmd.register(app)
@@ -42,6 +44,7 @@ def _register() -> None:
     eval_cmd.register(app)
     grafana_cmd.register(app)
     dashboard_cmd.register(app)
+    query_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ def _stage(stage: str) -> str:
 
 
 NICE_HELP = "CPU priority offset (Unix nice): shadow work yields the CPU to production on a shared host."
+METRICS_HELP = "Serve Prometheus metrics on this port (/metrics)."
 
 
 def _lower_priority(nice: int) -> None:
@@ -104,6 +105,7 @@ def run_mirror(
     stage: str = typer.Argument(...),
     rate: Optional[float] = typer.Option(None, min=0.0, max=1.0),
     nice: int = typer.Option(10, min=0, max=19, help=NICE_HELP),
+    metrics_port: Optional[int] = typer.Option(None, envvar="SHADOWLINE_METRICS_PORT", help=METRICS_HELP),
 ) -> None:
     """Mirror a sample of the stage's production input to shadow.<stage>.in (PII redacted)."""
     from shadow.workers import mirror_app
@@ -113,7 +115,7 @@ def run_mirror(
     _lower_priority(nice)
     if rate is not None:
         _registry().set_mirror_rate(stage, rate)
-    run_app(mirror_app(stage, _settings()))
+    run_app(mirror_app(stage, _settings(), metrics_port=metrics_port))
 
 
 @shadow.command("run")
@@ -122,7 +124,10 @@ def run_candidate(
     candidate: Optional[str] = typer.Option(None, help="name@version; default: the stage's only candidate."),
     replica: bool = typer.Option(False, help="Run production's own version (the noise floor) instead."),
     timeout_s: float = typer.Option(5.0, min=0.01, help="Per-event time limit."),
-    nice: int = typer.Option(10, min=0, max=19, help=NICE_HELP),
+    # Default 0, unlike the mirror and comparator: a candidate's latency is measured against production's,
+    # and a deprioritised process on a busy host would look slower than it is.
+    nice: int = typer.Option(0, min=0, max=19, help=NICE_HELP + " Biases the latency gate if > 0 on a busy host."),
+    metrics_port: Optional[int] = typer.Option(None, envvar="SHADOWLINE_METRICS_PORT", help=METRICS_HELP),
 ) -> None:
     """Run a candidate (or the production replica) on shadow.<stage>.in, in its own process and group."""
     from shadow.workers import candidate_app
@@ -132,7 +137,7 @@ def run_candidate(
     _lower_priority(nice)
     registry = _registry()
     spec = registry.active(stage) if replica else promoter().candidate(stage, candidate)
-    run_app(candidate_app(spec, _settings(), replica=replica, timeout_s=timeout_s))
+    run_app(candidate_app(spec, _settings(), replica=replica, timeout_s=timeout_s, metrics_port=metrics_port))
 
 
 @shadow.command("compare")
@@ -141,6 +146,7 @@ def run_comparator(
     threshold: float = typer.Option(0.8, min=0.0, max=1.0, help="Text similarity that counts as agreement."),
     window_s: float = typer.Option(30.0, min=0.1, help="How long to wait for the other side."),
     nice: int = typer.Option(10, min=0, max=19, help=NICE_HELP),
+    metrics_port: Optional[int] = typer.Option(None, envvar="SHADOWLINE_METRICS_PORT", help=METRICS_HELP),
 ) -> None:
     """Join production and shadow outputs; write compare.<stage> and the running statistics."""
     from shadow.workers import comparator_app
@@ -149,7 +155,7 @@ def run_comparator(
     _stage(stage)
     _lower_priority(nice)
     _registry()
-    run_app(comparator_app(stage, _settings(), threshold=threshold, window_s=window_s))
+    run_app(comparator_app(stage, _settings(), threshold=threshold, window_s=window_s, metrics_port=metrics_port))
 
 
 def _fmt(x: Optional[float], pct: bool = True) -> str:
