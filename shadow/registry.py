@@ -73,11 +73,13 @@ class Registry:
 
     # -- writing -------------------------------------------------------------------------------
     def seed(self, active: dict[str, ComponentSpec], candidates: dict[str, list[ComponentSpec]] | None = None) -> None:
-        """First start only: set actives that are not set yet; never overrides a promotion."""
+        """Fill an empty registry from the pipeline config. Afterwards the registry is the source of truth:
+        a promotion, rollback or withdrawn candidate is never undone by the next process that starts."""
+        first = bool(self._call("seed", self.r.set, self._k("seeded"), "1", None, None, True))
         changed = False
-        for stage, spec in active.items():
+        for stage, spec in active.items():  # a stage new to the config still gets its active version
             changed |= bool(self._call("seed", self.r.set, self._k(stage, "active"), _dump(spec), None, None, True))
-        for stage, specs in (candidates or {}).items():
+        for stage, specs in (candidates or {}).items() if first else ():
             for spec in specs:
                 changed |= bool(self._call("seed", self.r.hsetnx, self._k(stage, "candidates"), spec.ref, _dump(spec)))
         if changed:
