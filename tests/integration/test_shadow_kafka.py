@@ -25,7 +25,7 @@ from shadowline.config import get_settings
 from shadowline.conversations import items_from_file
 from streams.admin import ensure_topics
 from streams.publisher import Publisher
-from streams.reader import end_offsets, read
+from streams.reader import end_offsets, read, read_range
 from tests.integration.workers import WorkerProcess, worker_env
 
 CODEC = SingleObjectCodec()
@@ -284,10 +284,11 @@ def test_seeded_pii_never_reaches_shadow_or_compare_topics(env, measured):
     env.results(start, {e.event_id for e in batch})
     time.sleep(3)  # let the shadow side catch up
     shadow_topics = [TOPICS.shadow_in(STAGE), TOPICS.shadow_out(STAGE), TOPICS.compare(STAGE)]
-    offsets = {k: 0 for k in end_offsets(env.kafka, shadow_topics)}
+    end = end_offsets(env.kafka, shadow_topics)
     seen = 0
     leaks = []
-    for topic, rec in read(env.kafka, offsets, CODEC, TOPICS.record_of, timeout_s=20, idle_s=3):
+    # Everything on the shadow side up to now, exactly: to each partition's high watermark.
+    for topic, rec, _ in read_range(env.kafka, {k: 0 for k in end}, end, CODEC, TOPICS.record_of, timeout_s=60):
         seen += 1
         text = str(rec)
         leaks += [(topic, p.pattern) for p in PII if p.search(text)]
