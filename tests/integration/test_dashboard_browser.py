@@ -12,9 +12,6 @@ import csv
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -59,16 +56,6 @@ PIPELINE = {"stages": {
     "tone": {"active": {"name": "rules"}},
     "guardrail": {"active": {"name": "sliding-window"}},
 }}
-# The CLI module on its own (the lead wires it into `shadowline`); same options, same code path.
-DASHBOARD_CLI = "\n".join([
-    "import typer",
-    "from shadowline.cli.dashboard_cmd import register",
-    "app = typer.Typer(pretty_exceptions_enable=False)",
-    "@app.callback()",
-    "def main() -> None: pass",
-    "register(app)",
-    "app()",
-])
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -83,7 +70,7 @@ def _browser_or_fail():
     return sync_playwright
 
 
-class Dashboard:
+class Dashboard(WorkerProcess):
     """`shadowline dashboard` in its own process on a free port."""
 
     def __init__(self, env: dict[str, str], log: Path, token: str | None) -> None:
@@ -92,34 +79,21 @@ class Dashboard:
         env = {k: v for k, v in env.items() if k != "SHADOWLINE_DASHBOARD_TOKEN"}
         if token:
             env["SHADOWLINE_DASHBOARD_TOKEN"] = token  # by env, as documented: argv shows in `ps`
-        self.log = log
-        self._fh = open(log, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-c", DASHBOARD_CLI, "dashboard", "--port", str(self.port)],
-                                     env=env, cwd=REPO_ROOT, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
+        super().__init__(["dashboard", "--port", str(self.port)], env, log)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, log.read_text(errors="replace")
+            assert self.alive(), self.output()
             try:
                 with urllib.request.urlopen(self.url + "/", timeout=2) as res:
                     if res.status == 200:
                         return
             except OSError:
                 time.sleep(0.3)
-        raise AssertionError("dashboard did not start:\n" + log.read_text(errors="replace"))
+        raise AssertionError("dashboard did not start:\n" + self.output())
 
     def get(self, path: str) -> dict:
         with urllib.request.urlopen(self.url + path, timeout=60) as res:
             return json.loads(res.read())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._fh.close()
 
 
 @pytest.fixture(scope="module", autouse=True)
