@@ -82,7 +82,7 @@ class Topics:
         return specs
 
     def record_of(self, topic: str) -> str:
-        for spec in self.specs():
-            if spec.name == topic:
-                return spec.record
-        raise KeyError(topic)
+        """The record a topic carries (readers call this per message, so it is a dict lookup)."""
+        if not hasattr(self, "_records"):
+            self._records = {spec.name: spec.record for spec in self.specs()}
+        return self._records[topic]

@@ -17,7 +17,7 @@ from schemas.codec import Codec
 from schemas.topics import STAGES, Topics
 from shadowline.errors import DecodeError, ShadowlineError
 from streams.history import ConversationStore
-from streams.messages import Inbound, Outbound
+from streams.messages import Inbound, Outbound, now_ms
 from streams.metrics import Metrics
 from streams.routing import Router, production_router
 
@@ -25,10 +25,6 @@ from streams.routing import Router, production_router
 @dataclass(frozen=True)
 class Limits:
     max_text_bytes: int = 8192
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class StageProcessor:

@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from agents.records import Outcome, Turn
 from schemas.topics import STAGES
+from streams.messages import Outbound, now_ms
 
 if TYPE_CHECKING:
-    from streams.messages import Outbound
     from streams.processor import StageProcessor
 
-Router = Callable[["StageProcessor", Turn, Outcome[Any]], "list[Outbound]"]
+Router = Callable[["StageProcessor", Turn, Outcome[Any]], list[Outbound]]
 
 
 def latest_draft(turn: Turn) -> str | None:
@@ -54,9 +54,6 @@ def escalation_record(turn: Turn, stage: str, reason: str, created_ms: int) -> d
 
 
 def production_router(proc: StageProcessor, turn: Turn, outcome: Outcome[Any]) -> list[Outbound]:
-    from streams.messages import Outbound
-    from streams.processor import now_ms
-
     event = turn.event
     key = event.conversation_id.encode()
     if proc.stage == "context" and event.role != "customer" and not outcome.rejected:

@@ -20,7 +20,8 @@ from streams.history import MemoryStore
 from streams.messages import Inbound
 from streams.metrics import Metrics
 from streams.pipeline import PipelineConfig, build_processors, load_pipeline
-from streams.processor import StageProcessor, now_ms
+from streams.messages import now_ms
+from streams.processor import StageProcessor
 
 
 @dataclass
