@@ -168,6 +168,9 @@ class TextModel:
         self.temperature = temperature
         self.meta = meta
         self.labels: tuple[str, ...] = tuple(str(c) for c in pipeline.classes_)
+        # Calibrated out-of-fold probabilities (rows: training texts, columns: labels) from ``fit``;
+        # not saved. Lets callers tune thresholds on training data without a second cross-validation.
+        self.oof_proba: np.ndarray | None = None
 
     @property
     def version(self) -> str:
@@ -189,6 +192,7 @@ class TextModel:
         k = min(folds, int(np.bincount(y).min()))
         metrics: dict[str, Any] = {}
         temperature = 1.0
+        proba = None
         if k >= 2:
             cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
             oof = _logits(cross_val_predict(_pipeline(C, seed), X, y, cv=cv, method="decision_function"))
@@ -220,7 +224,9 @@ class TextModel:
             "train_seconds": round(time.perf_counter() - started, 4),
             "created_ms": int(time.time() * 1000),
         }
-        return cls(pipeline, temperature, meta)
+        model = cls(pipeline, temperature, meta)
+        model.oof_proba = proba
+        return model
 
     def predict_many(self, texts: Sequence[str]) -> list[Prediction]:
         proba = _softmax(_logits(self.pipeline.decision_function(list(texts))) / self.temperature)

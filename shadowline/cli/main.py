@@ -34,7 +34,7 @@ def _register() -> None:
     _registered = True
     # Imported here, not at module import, so `shadowline --help` stays fast and side-effect free.
     from shadowline.cli import (
-        dashboard_cmd, demo_cmd, eval_cmd, grafana_cmd, infra_cmd, pipeline_cmd, query_cmd, shadow_cmd,
+        dashboard_cmd, demo_cmd, eval_cmd, grafana_cmd, infra_cmd, pipeline_cmd, query_cmd, shadow_cmd, train_cmd,
     )
 
     app.add_typer(infra_cmd.app, name="infra")
@@ -45,6 +45,7 @@ def _register() -> None:
     grafana_cmd.register(app)
     dashboard_cmd.register(app)
     query_cmd.register(app)
+    train_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
