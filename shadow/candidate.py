@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Any
 
 from agents.base import ComponentSpec, Resources, build
@@ -40,23 +41,29 @@ class TimeLimited:
         self.timeout_s = timeout_s
         self._jobs: queue.SimpleQueue | None = None
         self.abandoned = 0
+        # The component's own time, measured in the worker thread. Production calls its component inline,
+        # so timing the thread hand-offs too (two wake-ups, each up to a scheduler slice on a busy host)
+        # would make every candidate look slower than it is and bias the latency gate.
+        self.last_latency_s: float | None = None
 
     def _worker(self, jobs: queue.SimpleQueue) -> None:
         while True:
             args, done = jobs.get()
+            t0 = time.perf_counter()
             try:
-                done.put((True, self.inner.process(*args)))
+                done.put((True, self.inner.process(*args), time.perf_counter() - t0))
             except BaseException as exc:  # handed to the caller, which records it
-                done.put((False, exc))
+                done.put((False, exc, time.perf_counter() - t0))
 
     def process(self, *args: Any) -> Outcome[Any]:
         if self._jobs is None:
             self._jobs = queue.SimpleQueue()
             threading.Thread(target=self._worker, args=(self._jobs,), daemon=True, name="candidate").start()
         done: queue.SimpleQueue = queue.SimpleQueue()
+        self.last_latency_s = None
         self._jobs.put((args, done))
         try:
-            ok, value = done.get(timeout=self.timeout_s)
+            ok, value, self.last_latency_s = done.get(timeout=self.timeout_s)
         except queue.Empty:
             self._jobs = None  # abandon the stuck worker; the next event starts a new one
             self.abandoned += 1
