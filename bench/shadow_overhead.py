@@ -32,7 +32,7 @@ from shadowline.localinfra import KafkaNode, RedisNode, free_port  # noqa: E402
 from streams.admin import ensure_topics  # noqa: E402
 from streams.publisher import Publisher  # noqa: E402
 from streams.reader import end_offsets, read  # noqa: E402
-from tests.integration.workers import WorkerProcess, worker_env  # noqa: E402
+from shadowline.processes import WorkerProcess, worker_env  # noqa: E402
 
 CODEC = SingleObjectCodec()
 TOPICS = Topics()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,6 +14,7 @@ from rich.markup import escape
 from rich.rule import Rule
 
 from schemas.topics import STAGES
+from shadowline.processes import WorkerProcess, stop_all
 
 # Piped output (logs, CI) gets room for the status table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -48,35 +47,21 @@ def _probe(s: Any, codec: Any, topics: Any, timeout_s: float = 60.0) -> dict:
     return found[0]
 
 
-def _start_workers(commands: list[list[str]], log_dir: Path) -> list[tuple[subprocess.Popen, Path]]:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    procs = []
-    for args in commands:
-        log = log_dir / ("-".join(a for a in args if not a.startswith("-"))[:80].replace("@", "-") + ".log")
-        cmd = [sys.executable, "-m", "shadowline", *args]
-        with open(log, "wb") as fh:
-            procs.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True), log))
-    return procs
+def _start_workers(commands: list[list[str]], log_dir: Path) -> list[WorkerProcess]:
+    """Workers inherit this process's environment (the demo's pipeline config included)."""
+    return [
+        WorkerProcess(args, None, log_dir / ("-".join(a for a in args if not a.startswith("-"))[:80].replace("@", "-") + ".log"))
+        for args in commands
+    ]
 
 
-def _stop_workers(procs: list[tuple[subprocess.Popen, Path]]) -> None:
-    for proc, _ in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc, _ in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _check_alive(procs: list[tuple[subprocess.Popen, Path]]) -> None:
+def _check_alive(procs: list[WorkerProcess]) -> None:
     from shadowline.errors import InfraError
 
-    for proc, log in procs:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-            raise InfraError(f"worker exited with {proc.returncode} (log {log}): {' | '.join(tail)}")
+    for p in procs:
+        if not p.alive():
+            tail = p.output().strip().splitlines()[-5:]
+            raise InfraError(f"worker exited with {p.proc.returncode} (log {p.log}): {' | '.join(tail)}")
 
 
 def _latencies(turn: dict[str, Any]) -> str:
@@ -168,7 +153,7 @@ def demo(
         dead: list[dict] = []
 
         def finished() -> bool:
-            return (len(results) >= len(expected) and bool(dead)) or any(p.poll() is not None for p, _ in procs)
+            return (len(results) >= len(expected) and bool(dead)) or any(not p.alive() for p in procs)
 
         for topic, rec in read(s.kafka_bootstrap, start, codec, topics.record_of, stop=finished, timeout_s=timeout_s):
             if topic == topics.deadletter:
@@ -200,7 +185,7 @@ def demo(
         demo_shadow.promotion_story(console, promoter("demo"), registry, probe, refused="chaos@1", good="tfidf-logreg@2")
     finally:
         if procs and not keep_running:
-            _stop_workers(procs)
+            stop_all(procs)
             console.print("workers stopped")
         if not keep_running and not was_up:
             localinfra.down(s)

@@ -1,0 +1,68 @@
+"""Worker processes (`python -m shadowline ...`) started and stopped as a group: used by the demo, the
+integration tests and the benchmarks, so all three start workers the same way."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from shadowline.config import REPO_ROOT
+
+
+def worker_env(kafka_bootstrap: str, redis_url: str, home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a worker pointed at a given broker, Redis and home (tests, benchmarks)."""
+    env = dict(os.environ)
+    env.update({
+        "SHADOWLINE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "SHADOWLINE_REDIS_URL": redis_url,
+        "SHADOWLINE_HOME": str(home),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """One `python -m shadowline ARGS` in its own process group, output to ``log``."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None, log: Path) -> None:
+        self.log = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(log, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "shadowline", *args],
+            env=env, cwd=REPO_ROOT, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def terminate(self) -> None:
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGTERM)
+
+    def wait_or_kill(self, timeout_s: float = 20.0) -> None:
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self._fh.close()
+
+    def stop(self) -> None:
+        self.terminate()
+        self.wait_or_kill()
+
+
+def stop_all(procs: list[WorkerProcess]) -> None:
+    """Signal every process first, then wait: shutdowns overlap instead of adding up."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait_or_kill()
