@@ -3,8 +3,8 @@
 The default is a feature-hashing embedder: no model download, no fitted state, identical vectors in
 every process (stable hashes, never ``hash()``), so an index built by one worker is searchable by
 another and a shadow candidate sees exactly the production vectors. It is lexical, so it rewards
-paraphrases that share vocabulary; ``get_embedder`` is the seam where a sentence-embedding model
-plugs in later without touching callers.
+paraphrases that share vocabulary. ``get_embedder`` is the seam where the others plug in without
+touching callers: ``minilm`` (all-MiniLM-L6-v2 in numpy, kb_index/minilm.py).
 """
 
 from __future__ import annotations
@@ -158,4 +158,12 @@ def get_embedder(name: str = "hashing", **kw: Any) -> Embedder:
             return HashingEmbedder(**kw)
         except TypeError as exc:
             raise ConfigError(f"bad options for embedder {name!r}: {exc}") from exc
-    raise ConfigError(f"unknown embedder {name!r} (known: hashing)")
+    if name == "minilm":
+        from kb_index.minilm import MiniLMEmbedder  # loads 90 MB of weights: only when asked for
+
+        kw = {k: v for k, v in kw.items() if k in ("path", "max_tokens", "batch")}  # dim/model are the model's own
+        try:
+            return MiniLMEmbedder(**kw)
+        except TypeError as exc:
+            raise ConfigError(f"bad options for embedder {name!r}: {exc}") from exc
+    raise ConfigError(f"unknown embedder {name!r} (known: hashing, minilm)")
