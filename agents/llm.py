@@ -35,7 +35,7 @@ class OpenAIChat:
                 model=self.model, temperature=0.0, max_tokens=max_tokens,
                 messages=[{"role": "system", "content": system}, {"role": "user", "content": user}], **kwargs,
             )
-        except self._errors as exc:
+        except (self._errors, ValueError) as exc:  # ValueError: a 200 whose body is not JSON (a proxy's error page)
             raise LLMError(f"{self.model}: {type(exc).__name__}: {exc}") from exc
         if not resp.choices or resp.choices[0].message.content is None:
             raise LLMError(f"{self.model}: empty completion")

@@ -163,13 +163,15 @@ class Guardrail:
     unsupported: tuple[str, ...]
     tier: int
     rationale: str = ""
+    check: str = ""  # the check that failed the answer ("language", "grounding", "compliance:<rule>", "llm:..."); "" on pass
 
     @classmethod
     def from_record(cls, r: Mapping[str, Any]) -> Guardrail:
-        return cls(r["verdict"], r["support"], tuple(r["unsupported"]), r["tier"], r.get("rationale", ""))
+        return cls(r["verdict"], r["support"], tuple(r["unsupported"]), r["tier"], r.get("rationale", ""), r.get("check", ""))
 
     def to_record(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "support": self.support, "unsupported": list(self.unsupported), "tier": self.tier, "rationale": self.rationale}
+        return {"verdict": self.verdict, "support": self.support, "unsupported": list(self.unsupported), "tier": self.tier,
+                "rationale": self.rationale, "check": self.check}
 
 
 @dataclass(frozen=True, slots=True)
