@@ -8,15 +8,16 @@ escalation to a human.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from agents.base import ComponentSpec, Resources, register
-from agents.records import Outcome, Retrieval, Turn, ok, reject
+from agents.records import Hit, Outcome, Retrieval, Turn, ok, reject
+from kb_index.chunker import Chunk
 from kb_index.embedder import Embedder, get_embedder
-from kb_index.index import KbIndex, load_or_build
+from kb_index.live import base_index
 from shadowline.errors import ConfigError
 
-__all__ = ["FaissRetriever", "shared_embedder", "shared_index", "typed_options"]
+__all__ = ["FaissRetriever", "KbSearch", "shared_embedder", "shared_index", "typed_options"]
 
 # Demo KB, 32 real questions: best chunk >= 0.15 for all but one (0.13, no shared vocabulary). Off-topic
 # text scores 0.0-0.36 (one shared word suffices), so this is a floor, not an out-of-scope detector:
@@ -31,9 +32,33 @@ def shared_embedder(resources: Resources, config: dict[str, Any] | None = None) 
                                                           dim=int(config.get("embedder_dim", 1024))))
 
 
-def shared_index(resources: Resources, embedder: Embedder) -> KbIndex:
-    """The worker's one KB index: the saved CURRENT one, or built from ``settings.kb_dir``."""
-    return resources.get("kb_index", lambda: load_or_build(resources.settings, embedder))
+class KbSearch(Protocol):
+    """What a retriever needs of an index: a saved KbIndex, or a LiveKbIndex (one plus live changes)."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def chunks(self) -> tuple[Chunk, ...]: ...
+
+    def search(self, query: str, k: int = 4) -> list[Hit]: ...
+
+
+def shared_index(resources: Resources, embedder: Embedder) -> KbSearch:
+    """The worker's one KB index: the saved CURRENT one, or built from ``settings.kb_dir``.
+
+    With ``settings.kb_follow`` (workers on Kafka) it is live: it follows kb.articles and swaps to a new
+    CURRENT hot (kb_index/live.py). In-memory pipelines turn that off, so they never need a broker.
+    """
+    if getattr(resources.settings, "kb_follow", False):
+        return resources.get("kb_index", lambda: _follower(resources, embedder).live)
+    return resources.get("kb_index", lambda: base_index(resources.settings, embedder))
+
+
+def _follower(resources: Resources, embedder: Embedder) -> Any:
+    from kb_index.follower import start_live_index  # the Kafka adapter, only where live updates are on
+
+    return resources.get("kb_follower", lambda: start_live_index(resources.settings, embedder))
 
 
 class FaissRetriever:
@@ -45,7 +70,7 @@ class FaissRetriever:
 
     stage: ClassVar[str] = "retrieve"
 
-    def __init__(self, index: KbIndex, name: str = "faiss", version: str = "1", *, k: int = 4,
+    def __init__(self, index: KbSearch, name: str = "faiss", version: str = "1", *, k: int = 4,
                  min_score: float = DEFAULT_MIN_SCORE, topic_prefix: bool = False) -> None:
         if k < 1:
             raise ConfigError(f"retriever k must be >= 1, got {k}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,12 +33,14 @@ class Settings(BaseSettings):
     history_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
     pipeline_config: Path | None = None
     kb_dir: Path = REPO_ROOT / "samples" / "kb"
+    kb_follow: bool = Field(default=True, description="workers follow kb.articles and CURRENT live (docs/kb.md)")
     samples_dir: Path = REPO_ROOT / "samples"
     # Standard OpenAI client variables are read without the prefix, as users expect.
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     openai_model: str = "gpt-4o-mini"
     schema_registry_url: str | None = Field(default=None, validation_alias="SCHEMA_REGISTRY_URL")
+    runtime: Literal["faust", "kafka"] = Field(default="faust", description="worker runtime: faust-streaming, or the confluent-kafka batch loop (streams.kafka_loop)")
 
 
 @lru_cache(maxsize=1)

@@ -46,7 +46,8 @@ class InMemoryPipeline:
         resources: Resources | None = None,
         codec: Codec | None = None,
     ) -> None:
-        self.settings = settings or get_settings()
+        # In memory there is no kb.articles to follow: the KB index stays the saved one (deterministic tests).
+        self.settings = (settings or get_settings()).model_copy(update={"kb_follow": False})
         self.codec = codec or SingleObjectCodec()
         self.topics = Topics(self.settings.topic_prefix)
         self.store = MemoryStore(self.settings.history_turns)

@@ -37,7 +37,11 @@ def _register() -> None:
         dashboard_cmd, demo_cmd, eval_cmd, grafana_cmd, infra_cmd, pipeline_cmd, query_cmd, shadow_cmd, train_cmd,
     )
 
+    from shadowline.cli import kb_cmd
+    from shadowline.cli import judge_cmd, review_cmd
+
     app.add_typer(infra_cmd.app, name="infra")
+    app.add_typer(kb_cmd.app, name="kb")
     pipeline_cmd.register(app)
     demo_cmd.register(app)
     shadow_cmd.register(app)
@@ -46,6 +50,8 @@ def _register() -> None:
     dashboard_cmd.register(app)
     query_cmd.register(app)
     train_cmd.register(app)
+    judge_cmd.register(app)
+    review_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
