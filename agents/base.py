@@ -93,7 +93,7 @@ def build(spec: ComponentSpec, resources: Resources) -> Any:
 
 def _load_builtin() -> None:
     # Importing the stage modules runs their @register decorators.
-    from agents import chaos, classify, context, generate, guardrail, retrieve, tone, validate  # noqa: F401
+    from agents import chaos, classify, context, generate, guardrail, judge, retrieve, tone, validate  # noqa: F401
 
 
 class Resources:

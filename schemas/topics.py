@@ -68,7 +68,8 @@ class Topics:
             # Audit log: kept forever.
             TopicSpec(self.promotions, "Promotion", retention_ms=-1, partitions=1),
             TopicSpec(self.deadletter, "DeadLetter", retention_ms=30 * DAY_MS),
-            # Latest version of each article wins; deletes are tombstoned by the producer.
+            # Latest version of each article wins. Deletes are op=delete records, not null tombstones: compaction drops
+            # tombstones after delete.retention.ms and a restarted follower would then serve the article again.
             TopicSpec(self.kb_articles, "KbArticle", compacted=True, partitions=1),
         ]
         for stage in STAGES:

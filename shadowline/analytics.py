@@ -43,6 +43,8 @@ def _turn_columns(turn: dict[str, Any]) -> dict[str, Any]:
         "received_ms": turn["received_ms"],
         "classify_confidence": turn["classify"]["confidence"] if turn.get("classify") else None,
         "guardrail_verdict": turn["guardrail"]["verdict"] if turn.get("guardrail") else None,
+        # Which check failed (language, compliance:<rule>, grounding, llm:...): analysts group escalations by it.
+        "guardrail_check": (turn["guardrail"].get("check") or None) if turn.get("guardrail") else None,
     }
     for stage in STAGES:
         run = runs.get(stage) or {}
@@ -112,6 +114,7 @@ def promotion_row(r: dict[str, Any]) -> dict[str, Any]:
 # -- tables --------------------------------------------------------------------------------------
 V, B, D, I, BOOL = "VARCHAR", "BIGINT", "DOUBLE", "INTEGER", "BOOLEAN"
 TURN_COLUMNS = (("customer_text", V), ("received_ms", B), ("classify_confidence", D), ("guardrail_verdict", V),
+                ("guardrail_check", V),
                 *((f"{s}_{c}", t) for s in STAGES for c, t in (("component", V), ("version", V), ("status", V), ("latency_ms", D))),
                 ("trace", V))
 
