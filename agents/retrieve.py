@@ -26,10 +26,21 @@ DEFAULT_MIN_SCORE = 0.15
 
 
 def shared_embedder(resources: Resources, config: dict[str, Any] | None = None) -> Embedder:
-    """The worker's one embedder (``embedder`` / ``embedder_dim`` in the first config that asks)."""
+    """The worker's one embedder, from the first component config that asks: ``embedder`` (hashing |
+    minilm | openai), ``embedder_dim`` (only when set: each embedder has its own default) and
+    ``embedding_cache`` (true: vectors cached in the worker's Redis, worth it for minilm and openai,
+    not for hashing, which computes faster than a Redis round trip)."""
     config = config or {}
-    return resources.get("embedder", lambda: get_embedder(config.get("embedder", "hashing"),
-                                                          dim=int(config.get("embedder_dim", 1024))))
+
+    def make() -> Embedder:
+        kw: dict[str, Any] = {}
+        if "embedder_dim" in config:
+            kw["dim"] = int(config["embedder_dim"])
+        if _bool(config.get("embedding_cache", False)):
+            kw["cache_url"] = resources.settings.redis_url
+        return get_embedder(str(config.get("embedder", "hashing")), **kw)
+
+    return resources.get("embedder", make)
 
 
 class KbSearch(Protocol):

@@ -147,23 +147,38 @@ class HashingEmbedder:
             out /= norm
 
 
-def get_embedder(name: str = "hashing", **kw: Any) -> Embedder:
-    """Build an embedder by name (as stored in an index's meta.json or a component config)."""
+def get_embedder(name: str = "hashing", *, cache_url: str | None = None, **kw: Any) -> Embedder:
+    """Build an embedder by name (as stored in an index's meta.json or a component config).
+
+    ``openai`` is any OpenAI-compatible endpoint (kb_index/openai_embedder.py). ``cache_url`` (a Redis
+    URL) puts the embedder behind the shared embedding cache (kb_index/embedding_cache.py); the cache
+    is not part of the config, so an index built through it is the same index.
+    """
+    if cache_url:
+        from kb_index.embedding_cache import cached
+
+        return cached(get_embedder(name, **kw), cache_url)
     if name in ("hashing", "hashing-v1"):
         kw.pop("name", None)
         features = kw.pop("features", FEATURES)
         if features != FEATURES:
             raise ConfigError(f"hashing features {features} differ from this code's {FEATURES}: rebuild the index")
-        try:
-            return HashingEmbedder(**kw)
-        except TypeError as exc:
-            raise ConfigError(f"bad options for embedder {name!r}: {exc}") from exc
+        return _construct(name, HashingEmbedder, kw)
     if name == "minilm":
         from kb_index.minilm import MiniLMEmbedder  # loads 90 MB of weights: only when asked for
 
-        kw = {k: v for k, v in kw.items() if k in ("path", "max_tokens", "batch")}  # dim/model are the model's own
-        try:
-            return MiniLMEmbedder(**kw)
-        except TypeError as exc:
-            raise ConfigError(f"bad options for embedder {name!r}: {exc}") from exc
-    raise ConfigError(f"unknown embedder {name!r} (known: hashing, minilm)")
+        kw = {k: v for k, v in kw.items() if k in ("path", "max_tokens", "batch", "threads")}  # dim/model: the model's own
+        return _construct(name, MiniLMEmbedder, kw)
+    if name == "openai":
+        from kb_index.openai_embedder import OpenAIEmbedder  # imports the openai client: only when asked for
+
+        kw.pop("name", None)
+        return _construct(name, OpenAIEmbedder, kw)
+    raise ConfigError(f"unknown embedder {name!r} (known: hashing, minilm, openai)")
+
+
+def _construct(name: str, cls: Any, kw: dict[str, Any]) -> Embedder:
+    try:
+        return cls(**kw)
+    except TypeError as exc:
+        raise ConfigError(f"bad options for embedder {name!r}: {exc}") from exc

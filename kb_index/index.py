@@ -1,10 +1,14 @@
 """The KB vector index: build, versioned save/load with an atomic CURRENT switch, and search.
 
-Exact search (``IndexFlatIP`` over L2-normalised rows, so scores are cosines): a support KB is
-thousands of chunks, not millions, and exact results keep retrieval reproducible across builds,
-which shadow comparisons rely on. Each save is a new immutable ``root/<version>/`` directory and
-``root/CURRENT`` is switched with ``os.replace``, so a worker loading mid-build sees the old index or
-the new one, never half of one. faiss and file-system errors become ``ComponentError`` here.
+Exact search (``IndexFlatIP`` over L2-normalised rows, so scores are cosines) for a support KB of
+thousands of chunks: exact results keep retrieval reproducible across builds, which shadow
+comparisons rely on. Above ``IndexSpec.threshold`` chunks (20k by default) the build switches to an
+approximate HNSW index (kb_index/ann.py says why HNSW) and records its measured recall@10 against
+exact search in meta.json; loading restores the kind and its query parameters.
+
+Each save is a new immutable ``root/<version>/`` directory and ``root/CURRENT`` is switched with
+``os.replace``, so a worker loading mid-build sees the old index or the new one, never half of one.
+faiss and file-system errors become ``ComponentError`` here.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ import faiss
 import numpy as np
 
 from agents.records import Hit
+from kb_index.ann import IndexSpec, build_faiss, configure, kind_of, measure_recall
 from kb_index.articles import Article, articles_digest, load_articles
 from kb_index.chunker import Chunk, chunk_articles
 from kb_index.embedder import Embedder, get_embedder
 from shadowline.errors import ComponentError, ConfigError
 
-__all__ = ["KbIndex", "compatible", "current_version", "load_or_build"]
+__all__ = ["IndexSpec", "KbIndex", "compatible", "current_version", "load_or_build"]
 
 FORMAT = 1
 
@@ -55,19 +60,22 @@ class KbIndex:
     # -- build -------------------------------------------------------------------------------
     @classmethod
     def build(cls, articles: Sequence[Article], embedder: Embedder, *, max_words: int = 120,
-              overlap_words: int = 30) -> KbIndex:
+              overlap_words: int = 30, spec: IndexSpec | None = None) -> KbIndex:
+        """Chunk, embed and index ``articles``; ``spec`` picks exact or approximate (default: by size)."""
         started = time.perf_counter()
+        spec = spec or IndexSpec()
         if not articles:
             raise ComponentError("cannot build a KB index from zero articles")
         chunks = chunk_articles(articles, max_words, overlap_words)
         if not chunks:
             raise ComponentError("the KB articles have no text to index")
-        vectors = _as_rows(embedder.embed([c.text for c in chunks]), embedder.dim)
-        try:
-            index = faiss.IndexFlatIP(embedder.dim)
-            index.add(vectors)
-        except RuntimeError as exc:
-            raise ComponentError(f"faiss could not build the index: {exc}") from exc
+        texts = [c.text for c in chunks]
+        vectors = _as_rows(embedder.embed(texts), embedder.dim)
+        kind, params = spec.resolve(len(chunks))
+        index = build_faiss(vectors, kind, params)
+        described: dict[str, Any] = {"kind": kind, "params": params}
+        if kind != "flat":
+            described.update(measure_recall(index, vectors, texts, embedder.embed, spec.recall_queries, spec.seed))
         meta = {
             "format": FORMAT,
             "embedder": _embedder_config(embedder),
@@ -75,6 +83,7 @@ class KbIndex:
             "articles": len(articles),
             "chunks": len(chunks),
             "chunking": {"max_words": max_words, "overlap_words": overlap_words},
+            "index": described,
             "digest": articles_digest(articles),
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "build_s": round(time.perf_counter() - started, 4),
@@ -86,8 +95,10 @@ class KbIndex:
         """Write ``root/<version>/`` (index.faiss, chunks.jsonl, meta.json), then switch CURRENT."""
         root = Path(root)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        described = _described(self.meta)  # approximate builds hash their kind too; exact ones as before
+        kind = "" if described["kind"] == "flat" else json.dumps(described, sort_keys=True)
         content = hashlib.sha256(f"{self.meta['digest']}{json.dumps(self.meta['embedder'], sort_keys=True)}"
-                                 f"{json.dumps(self.meta['chunking'], sort_keys=True)}".encode()).hexdigest()
+                                 f"{json.dumps(self.meta['chunking'], sort_keys=True)}{kind}".encode()).hexdigest()
         version = f"{stamp}-{content[:8]}"
         final = root / version
         tmp = root / f".tmp-{version}-{os.getpid()}"
@@ -133,6 +144,10 @@ class KbIndex:
             raise ComponentError(f"cannot load KB index {d}: {exc}") from exc
         if meta.get("format") != FORMAT:
             raise ComponentError(f"{d}: index format {meta.get('format')!r}, this code reads {FORMAT}")
+        described = _described(meta)
+        if kind_of(index) != described["kind"]:
+            raise ComponentError(f"{d}: meta.json says a {described['kind']} index, index.faiss holds {kind_of(index)}")
+        configure(index, described["kind"], described["params"])
         if embedder is None:
             try:
                 embedder = get_embedder(**meta["embedder"])
@@ -166,14 +181,23 @@ class KbIndex:
             out.append(hits)
         return out
 
+    @property
+    def kind(self) -> str:
+        """flat (exact), hnsw or ivf."""
+        return _described(self.meta)["kind"]
+
     def stats(self) -> dict[str, Any]:
         topics: dict[str, int] = {}
         for _, topic in {(c.article_id, c.topic) for c in self.chunks}:
             topics[topic] = topics.get(topic, 0) + 1
+        described = _described(self.meta)
         return {
             "version": self.version, "articles": self.meta["articles"], "chunks": len(self.chunks),
             "embedder": self.meta["embedder"]["name"], "dim": self.embedder.dim,
             "built_at": self.meta["built_at"], "build_s": self.meta["build_s"],
+            "index": described["kind"], "index_params": described["params"],
+            # exact search is its own reference: recall 1.0 by construction, not measured
+            "recall_at_10": described.get("recall_at_10", 1.0 if described["kind"] == "flat" else None),
             "topics": dict(sorted(topics.items())),
         }
 
@@ -193,11 +217,11 @@ def compatible(meta: dict[str, Any], embedder: Embedder) -> bool:
     return meta.get("embedder") == _embedder_config(embedder)
 
 
-def load_or_build(settings: Any, embedder: Embedder | None = None) -> KbIndex:
+def load_or_build(settings: Any, embedder: Embedder | None = None, spec: IndexSpec | None = None) -> KbIndex:
     """The index under ``settings.home/'kb'`` if it matches the KB on disk, else a fresh build, saved.
 
-    Rebuilds when the articles in ``settings.kb_dir`` changed or the embedder differs, so an edited
-    demo KB never serves a stale index.
+    Rebuilds when the articles in ``settings.kb_dir`` changed, the embedder differs or ``spec`` asks
+    for another index kind, so an edited demo KB never serves a stale index.
     """
     embedder = embedder or get_embedder("hashing")
     root = Path(settings.home) / "kb"
@@ -209,11 +233,22 @@ def load_or_build(settings: Any, embedder: Embedder | None = None) -> KbIndex:
             index = KbIndex.load(root, embedder=embedder)
         except ComponentError:
             index = None  # incompatible or damaged: rebuild below
-        if index is not None and index.meta.get("digest") == articles_digest(articles):
+        if index is not None and index.meta.get("digest") == articles_digest(articles) and _as_wanted(index, spec):
             return index
-    index = KbIndex.build(articles, embedder)
+    index = KbIndex.build(articles, embedder, spec=spec)
     index.save(root)
     return index
+
+
+def _as_wanted(index: KbIndex, spec: IndexSpec | None) -> bool:
+    """Whether the saved index is the kind (and parameters) ``spec`` asks for at its size."""
+    described = _described(index.meta)
+    return (spec or IndexSpec()).resolve(len(index.chunks)) == (described["kind"], described["params"])
+
+
+def _described(meta: dict[str, Any]) -> dict[str, Any]:
+    """meta.json's index kind and parameters; indexes saved before there was a choice are exact."""
+    return meta.get("index") or {"kind": "flat", "params": {}}
 
 
 def _embedder_config(embedder: Embedder) -> dict[str, Any]:

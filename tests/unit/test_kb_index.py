@@ -9,13 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
+from kb_index.ann import exact_top_k, perturbed_queries, recall_at_k
 from kb_index.articles import Article, load_articles, load_json, load_jsonl, load_markdown_dir
 from kb_index.chunker import chunk_article, chunk_sentences, split_header, split_sentences
 from kb_index.embedder import Embedder, HashingEmbedder, get_embedder
-from kb_index.index import KbIndex, current_version, load_or_build
+from kb_index.index import IndexSpec, KbIndex, current_version, load_or_build
 from shadowline.config import REPO_ROOT, Settings
 from shadowline.errors import ComponentError, ConfigError
 
@@ -267,3 +269,99 @@ def test_load_or_build_builds_once_then_rebuilds_when_the_kb_changes(tmp_path: P
     rebuilt = load_or_build(settings, HashingEmbedder())
     assert rebuilt.meta["digest"] != first.meta["digest"]
     assert rebuilt.search("can you gift wrap my order", 1)[0].article_id == "kb-new-001"
+
+
+# -- approximate index above the size threshold ----------------------------------------------------
+
+def test_below_the_threshold_the_index_stays_exact(demo_index: KbIndex) -> None:
+    assert len(demo_index.chunks) < IndexSpec().threshold
+    assert demo_index.kind == "flat" and demo_index.meta["index"] == {"kind": "flat", "params": {}}
+    assert isinstance(demo_index._index, faiss.IndexFlatIP)
+    stats = demo_index.stats()
+    assert stats["index"] == "flat" and stats["recall_at_10"] == 1.0
+
+
+def test_above_the_threshold_hnsw_with_measured_recall_survives_save_and_load(
+        tmp_path: Path, demo_articles: list[Article], embedder: HashingEmbedder, demo_index: KbIndex) -> None:
+    spec = IndexSpec(threshold=50, ef_search=48)
+    approx = KbIndex.build(demo_articles, embedder, spec=spec)
+    described = approx.meta["index"]
+    assert approx.kind == "hnsw" and described["params"] == {"m": 32, "ef_construction": 200, "ef_search": 48}
+    assert described["recall_queries"] == len(approx.chunks)  # fewer chunks than the 200 asked for
+    assert 0.95 <= described["recall_at_10"] <= 1.0
+    for question in ("how long does a refund take to show up", "do you take paypal", "how do i cancel plus"):
+        assert approx.search(question, 1)[0].chunk_id == demo_index.search(question, 1)[0].chunk_id
+    version = approx.save(tmp_path)
+    assert json.loads((tmp_path / version / "meta.json").read_text())["index"] == described
+    loaded = KbIndex.load(tmp_path)
+    assert loaded.kind == "hnsw" and loaded._index.hnsw.efSearch == 48
+    assert loaded.stats()["index_params"] == described["params"]
+    assert loaded.stats()["recall_at_10"] == described["recall_at_10"]
+    assert loaded.search("promo code isn't working", 4) == approx.search("promo code isn't working", 4)
+
+
+def test_ivf_restores_nprobe_and_poor_settings_show_in_recall(
+        tmp_path: Path, demo_articles: list[Article], embedder: HashingEmbedder) -> None:
+    full = KbIndex.build(demo_articles, embedder, spec=IndexSpec(kind="ivf", nlist=4, nprobe=4))
+    assert full.meta["index"]["recall_at_10"] == 1.0  # every list scanned: exact, ties included
+    one = KbIndex.build(demo_articles, embedder, spec=IndexSpec(kind="ivf", nlist=4, nprobe=1))
+    assert one.meta["index"]["recall_at_10"] < 0.9  # a quarter of the lists: the loss is measured, not hidden
+    one.save(tmp_path)
+    assert faiss.extract_index_ivf(KbIndex.load(tmp_path)._index).nprobe == 1
+
+
+def test_index_kind_is_checked_on_load_and_old_metas_read_as_exact(tmp_path: Path, demo_index: KbIndex) -> None:
+    version = demo_index.save(tmp_path)
+    meta_path = tmp_path / version / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "index"}))  # saved by older code
+    assert KbIndex.load(tmp_path).stats()["index"] == "flat"
+    meta_path.write_text(json.dumps(dict(meta, index={"kind": "hnsw", "params": {"ef_search": 8}})))
+    with pytest.raises(ComponentError, match="says a hnsw index, index.faiss holds flat"):
+        KbIndex.load(tmp_path)
+
+
+def test_load_or_build_rebuilds_when_another_index_kind_is_asked_for(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", kb_dir=KB_DIR)
+    exact = load_or_build(settings, HashingEmbedder())
+    assert load_or_build(settings, HashingEmbedder()).version == exact.version
+    approx = load_or_build(settings, HashingEmbedder(), IndexSpec(threshold=10))
+    assert approx.kind == "hnsw" and approx.version != exact.version
+    assert load_or_build(settings, HashingEmbedder(), IndexSpec(threshold=10)).version == approx.version
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"kind": "lsh"}, "index kind must be one of"),
+    ({"approx": "flat"}, "hnsw or ivf"),
+    ({"threshold": 0}, "threshold must be >= 1"),
+    ({"nlist": 0}, "nlist must be >= 1"),
+    ({"colour": "blue"}, "bad index options"),
+])
+def test_bad_index_options_are_config_errors(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        IndexSpec.from_dict(options)
+
+
+def test_exact_top_k_and_tie_aware_recall() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(500, 32)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    queries = base[:20] + 0.1 * rng.normal(size=(20, 32)).astype(np.float32)
+    flat = faiss.IndexFlatIP(32)
+    flat.add(base)
+    want_scores, want_ids = flat.search(queries, 10)
+    scores, ids = exact_top_k(queries, base, 10, block=7)
+    assert (ids == want_ids).all() and np.allclose(scores, want_scores, atol=1e-5)
+    kth = scores[:, -1]
+    assert recall_at_k(want_ids, queries, base, kth) == 1.0
+    assert recall_at_k(np.concatenate([ids[:, :5], np.full((20, 5), -1)], axis=1), queries, base, kth) == 0.5
+    twin = np.concatenate([base, base[:1]])  # an exact duplicate: either copy is a right answer
+    assert recall_at_k(np.array([[500] + ids[0, 1:].tolist()]), queries[:1], twin, kth[:1]) == 1.0
+
+
+def test_recall_queries_are_short_noisy_windows_of_the_chunks(demo_index: KbIndex) -> None:
+    texts = [c.text for c in demo_index.chunks]
+    queries = perturbed_queries(texts, 30, seed=3)
+    assert queries == perturbed_queries(texts, 30, seed=3) and len(queries) == 30
+    assert all(1 <= len(q.split()) <= 14 and not q.startswith("#") for q in queries)
+    assert sum(any(q in t for t in texts) for q in queries) < 30  # words dropped: mostly not verbatim
