@@ -23,7 +23,7 @@ DEMO_PIPELINE = Path(__file__).resolve().parents[2] / "samples" / "demo-pipeline
 PROBE_TEXT = "How long does a refund take to reach my card?"
 
 
-def _probe(s: Any, codec: Any, topics: Any, timeout_s: float = 60.0) -> dict:
+def _probe(s: Any, codec: Any, topics: Any, timeout_s: float = 60.0, text: str = PROBE_TEXT) -> dict:
     """Publish one fresh customer turn and return its suggestion or escalation."""
     import uuid
 
@@ -37,7 +37,7 @@ def _probe(s: Any, codec: Any, topics: Any, timeout_s: float = 60.0) -> dict:
     watch = [topics.suggestions, topics.escalations]
     start = end_offsets(s.kafka_bootstrap, watch)
     with Publisher(s.kafka_bootstrap, codec, topics) as pub:
-        pub.publish_event(ConversationEvent(f"{cid}-t0", cid, "customer", PROBE_TEXT, int(time.time() * 1000)))
+        pub.publish_event(ConversationEvent(f"{cid}-t0", cid, "customer", text, int(time.time() * 1000)))
     found: list[dict] = []
     for _, rec in read(s.kafka_bootstrap, start, codec, topics.record_of, stop=lambda: bool(found), timeout_s=timeout_s):
         if rec.get("event_id") == f"{cid}-t0":
@@ -103,7 +103,7 @@ def demo(
 
     from shadow.registry import Registry
     from shadow.stats_store import RedisStats
-    from shadowline import demo_shadow
+    from shadowline import demo_quality, demo_shadow
     from shadowline.cli.shadow_cmd import promoter, status
     from streams.pipeline import load_pipeline
 
@@ -135,11 +135,14 @@ def demo(
         for stage, rate in pipeline.mirror_rate.items():
             registry.set_mirror_rate(stage, rate)
         production = [["worker", st] for st in STAGES] if per_stage else [["worker"]]
-        procs = _start_workers(production + demo_shadow.shadow_worker_args(registry), s.home / "logs")
-        console.print(f"started {len(production)} production worker(s) and {len(procs) - len(production)} shadow worker(s) "
-                      f"(mirror, comparator, replica, {len(registry.candidates(demo_shadow.DEMO_STAGE))} candidates); logs in {s.home / 'logs'}")
+        shadow_args = demo_shadow.shadow_worker_args(registry)
+        procs = _start_workers(production + shadow_args + [demo_quality.JUDGE_ARGS], s.home / "logs")
+        console.print(f"started {len(production)} production worker(s), {len(shadow_args)} shadow worker(s) "
+                      f"(mirror, comparator, replica, {len(registry.candidates(demo_shadow.DEMO_STAGE))} candidates) "
+                      f"and the quality judge; logs in {s.home / 'logs'}")
         watch = [topics.suggestions, topics.escalations, topics.deadletter]
         start = end_offsets(s.kafka_bootstrap, watch)
+        judged_from = end_offsets(s.kafka_bootstrap, [topics.judgments])
         console.print(Rule("4. replay sample conversations"))
         with Publisher(s.kafka_bootstrap, codec, topics) as pub:
             for item in items:
@@ -172,17 +175,25 @@ def demo(
         for d in dead:
             console.print(f"dead letter: {d['topic']}[{d['partition']}]@{d['offset']} reason={d['reason']}: {escape(d['detail'])}")
 
-        console.print(Rule(f"6. shadow mode on {demo_shadow.DEMO_STAGE}: evidence, gates, promotion, rollback"))
+        console.print(Rule("6. answer quality: the judge's sample and the human review queue"))
+        suggested = [e for e, (k, _) in results.items() if k == "suggestion"]
+        demo_quality.judge_story(console, s, codec, topics, judged_from, demo_quality.expected_judgments(suggested),
+                                 timeout_s, lambda: _check_alive(procs))
+
+        console.print(Rule(f"7. shadow mode on {demo_shadow.DEMO_STAGE}: evidence, gates, promotion, rollback"))
         reached = sum(1 for _, rec in results.values() if any(r["stage"] == demo_shadow.DEMO_STAGE for r in rec["turn"]["trace"]))
         refs = [f"{c.name}@{c.version}" for c in registry.candidates(demo_shadow.DEMO_STAGE)]
         demo_shadow.wait_for_evidence(RedisStats(s.redis_url), refs, reached, timeout_s, lambda: _check_alive(procs))
         console.print(f"$ shadowline shadow status   ({reached} customer turns reached {demo_shadow.DEMO_STAGE})")
         status(stage=demo_shadow.DEMO_STAGE, as_json=False)
 
-        def probe() -> dict:
-            return _probe(s, codec, topics)
+        def probe(text: str = PROBE_TEXT) -> dict:
+            return _probe(s, codec, topics, text=text)
 
         demo_shadow.promotion_story(console, promoter("demo"), registry, probe, refused="chaos@1", good="tfidf-logreg@2")
+
+        console.print(Rule("8. a living knowledge base: an article edit reaches answers without a rebuild"))
+        demo_quality.kb_story(console, s, probe)
     finally:
         if procs and not keep_running:
             stop_all(procs)

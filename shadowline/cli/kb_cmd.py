@@ -163,7 +163,7 @@ def publish(
 
     articles = load_source(source, fmt)
     at = now_ms()
-    topic = _publish([ArticleChange.upsert(a, at) for a in articles])
+    topic = publish_changes([ArticleChange.upsert(a, at) for a in articles])
     console.print(f"published {len(articles)} upsert(s) to {topic}", highlight=False)
 
 
@@ -176,11 +176,11 @@ def delete(article_id: str = typer.Argument(..., help="The article to remove."))
 
     if not article_id.strip():
         raise ConfigError("ARTICLE_ID must not be empty")
-    topic = _publish([ArticleChange(article_id.strip(), "delete", now_ms())])
+    topic = publish_changes([ArticleChange(article_id.strip(), "delete", now_ms())])
     console.print(f"published a delete of {escape(article_id.strip())} to {topic}", highlight=False)
 
 
-def _publish(changes: list[Any]) -> str:
+def publish_changes(changes: list[Any]) -> str:
     """KbArticle records keyed by article id (the topic is compacted by key). A delete stays a record
     rather than a null tombstone: the base index may still hold the article, and a tombstone is dropped
     from the log after delete.retention.ms, after which a restarted worker would serve it again."""
