@@ -8,11 +8,19 @@ from shadow.regression import SUITES_DIR, load_suite, regression_gate, run_suite
 from shadowline.errors import ConfigError
 
 
-@pytest.mark.parametrize("stage", ["classify", "validate"])
+@pytest.mark.parametrize("stage", ["classify", "validate", "generate", "guardrail"])
 def test_shipped_suites_pass_on_the_production_pipeline(stage):
     result = run_suite(load_suite(SUITES_DIR / f"{stage}.yaml"))
     failing = {r.case.id: r.failures for r in result.results if not r.passed}
     assert result.passed, failing
+
+
+def test_a_guardrail_candidate_that_waves_everything_through_fails_its_gate():
+    # No language check: the Spanish question gets an English draft instead of a human.
+    spec = ComponentSpec("guardrail", "sliding-window", "2", {"check_language": False})
+    gate = regression_gate(spec)
+    assert gate is not None and not gate.passed
+    assert "spanish-customer-gets-a-human" in gate.detail
 
 
 def test_a_candidate_that_flips_topics_fails_the_classify_gate():
