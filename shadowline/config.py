@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     openai_model: str = "gpt-4o-mini"
     schema_registry_url: str | None = Field(default=None, validation_alias="SCHEMA_REGISTRY_URL")
-    runtime: Literal["faust", "kafka"] = Field(default="faust", description="worker runtime: faust-streaming, or the confluent-kafka batch loop (streams.kafka_loop)")
+    runtime: Literal["kafka", "faust"] = Field(default="kafka", description="worker runtime: the confluent-kafka batch loop (streams.kafka_loop) or faust-streaming")
 
 
 @lru_cache(maxsize=1)

@@ -82,9 +82,12 @@ class StageProcessor:
         started_ms = now_ms()
         t0 = time.perf_counter()
         prior: Prior | None = None
+        if self.stage == "context":
+            # Outside the component's try: a Redis outage is the infrastructure's fault, so its StoreError
+            # reaches the worker, which blocks the partition and retries this event instead of escalating it.
+            prior = self.store.load(turn.event.conversation_id, turn.event.event_id)
         try:
             if self.stage == "context":
-                prior = self.store.load(turn.event.conversation_id, turn.event.event_id)
                 outcome = component.process(turn, prior)
             else:
                 outcome = component.process(turn)

@@ -1,8 +1,13 @@
-"""Faust workers: each agent is a thin loop around a handler ``handle(Inbound) -> list[Outbound]``.
+"""Workers: each route is a thin loop around a handler ``handle(Inbound) -> list[Outbound]``.
 
 The same wrapper runs production stages, the shadow mirror, candidates and the comparator, each in
 its own process and consumer group. Infrastructure faults (Redis down) block the partition and retry
 rather than skip an event; component faults are already data by the time they leave a handler.
+
+Two runtimes run the same routes and timers, chosen by ``Settings.runtime`` (``SHADOWLINE_RUNTIME``):
+``kafka`` (the default: ``streams.kafka_loop``, a batch loop on confluent-kafka) and ``faust``
+(faust-streaming, asyncio, several times the CPU per message; docs/benchmarks.md). Headers of a consumed
+message are forwarded on what is produced from it (trace context, producer timestamps), as Kafka Streams does.
 
 Every app gets a ``Metrics`` object: messages per agent and, every few seconds, the consumer lag of
 each assigned partition; with a metrics port it is served on /metrics.
@@ -12,33 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from schemas.codec import make_codec
 from shadowline.config import Settings
-from shadowline.errors import StoreError, TransportError
 from streams.history import RedisStore
 from streams.messages import Inbound, Outbound
 from streams.metrics import Metrics, PrometheusMetrics
 from streams.pipeline import PipelineConfig, build_processors
+from streams.routes import RETRYABLE, Handler, Route, retry_delay
+
+__all__ = ["RETRYABLE", "Handler", "Route", "app_id", "create_app", "make_app", "partition_lag", "run_app",
+           "run_worker", "worker_metrics"]
 
 log = logging.getLogger("shadowline.worker")
-RETRYABLE = (StoreError, TransportError)
 LAG_INTERVAL_S = 5.0
-
-
-class Handler(Protocol):
-    def handle(self, msg: Inbound) -> list[Outbound]: ...
-
-
-@dataclass(frozen=True)
-class Route:
-    """One agent: what it reads and the handler that turns each message into outputs."""
-
-    name: str
-    topics: tuple[str, ...]
-    handler: Handler
 
 
 def worker_metrics(port: int | None) -> PrometheusMetrics:
@@ -56,11 +49,19 @@ def make_app(
     timers: list[tuple[float, Callable[[], Any]]] = (),
     metrics: Metrics | None = None,
 ) -> Any:
+    """A worker app for ``settings.runtime``; start it with ``run_app``."""
+    if settings.runtime == "kafka":
+        from streams.kafka_loop import KafkaLoop
+
+        return KafkaLoop(app_id, settings, routes, timers, metrics, lag_interval_s=LAG_INTERVAL_S)
     import faust
 
+    datadir = settings.home / "faust"  # not one empty folder per app in the working directory
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        datadir=str(datadir / "{conf.name}-data"),
         store="memory://",
         key_serializer="raw",
         value_serializer="raw",
@@ -95,8 +96,9 @@ def _add_agent(app: Any, route: Route, metrics: Metrics) -> None:
             m = event.message
             msg = Inbound(m.topic, m.partition, m.offset, event.key, event.value, int(m.timestamp * 1000))
             outs = await _handle_with_retry(route, msg)
+            headers = event.headers or None
             for out in outs:
-                await sink(out.topic).send(key=out.key, value=out.value)
+                await sink(out.topic).send(key=out.key, value=out.value, headers=headers)
             metrics.handled(route.name, [out.topic for out in outs])
 
     agent.__name__ = route.name.replace("-", "_")
@@ -152,14 +154,15 @@ async def partition_lag(consumer: Any) -> dict[tuple[str, int], int]:
 
 
 async def _handle_with_retry(route: Route, msg: Inbound) -> list[Outbound]:
-    delay = 0.2
+    failures = 0
     while True:
         try:
             return route.handler.handle(msg)
         except RETRYABLE as exc:
+            failures += 1
+            delay = retry_delay(failures)
             log.warning("%s: %s; retrying in %.1fs", route.name, exc, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
 
 
 def app_id(stages: list[str]) -> str:
@@ -183,9 +186,21 @@ def create_app(stages: list[str], settings: Settings, pipeline: PipelineConfig, 
 
 
 def run_app(app: Any, loglevel: str = "warning") -> None:
+    """Run an app from ``make_app`` until SIGTERM/SIGINT."""
+    from streams.kafka_loop import KafkaLoop
+
+    if isinstance(app, KafkaLoop):
+        logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+        app.run()
+        return
     import faust
 
-    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    # Faust's terminal spinner sets the root logger to DEBUG to see every record, even with no terminal:
+    # every logger.debug call in faust/aiokafka then builds a LogRecord (~3 per message) that no handler
+    # prints. Without the spinner the root logger stays at ``loglevel``.
+    worker.spinner = None
+    worker.execute_from_commandline()
 
 
 def run_worker(stages: list[str], settings: Settings, pipeline: PipelineConfig, metrics_port: int | None = None, loglevel: str = "warning") -> None:

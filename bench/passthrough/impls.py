@@ -78,11 +78,11 @@ def quix(a: argparse.Namespace, first: First) -> None:
     app.run()
 
 
-def faust_app(app_id: str, bootstrap: str):
+def faust_app(app_id: str, bootstrap: str, datadir: str):
     import faust
 
-    # the same settings as streams.worker.make_app, so C and D differ only by the wrapper
-    return faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://", key_serializer="raw",
+    # the same settings as streams.worker.make_app, so C and E differ only by the wrapper
+    return faust.App(app_id, broker=f"kafka://{bootstrap}", datadir=datadir, store="memory://", key_serializer="raw",
                      value_serializer="raw", web_enabled=False, topic_disable_leader=True, topic_allow_declare=False,
                      consumer_auto_offset_reset="earliest", producer_acks=-1, broker_commit_interval=1.0)
 
@@ -90,7 +90,7 @@ def faust_app(app_id: str, bootstrap: str):
 def faust_plain(a: argparse.Namespace, first: First) -> None:
     import faust
 
-    app = faust_app(a.group, a.bootstrap)
+    app = faust_app(a.group, a.bootstrap, str(Path(a.first).parent / "faust-data"))
     src, dst = app.topic(a.input), app.topic(a.output)
 
     @app.agent(src, name="passthrough")
@@ -99,36 +99,45 @@ def faust_plain(a: argparse.Namespace, first: First) -> None:
             first()
             await dst.send(key=key, value=value)
 
-    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+    faust_worker(app)
 
 
-def shadowline_worker(a: argparse.Namespace, first: First) -> None:
-    from schemas.codec import SingleObjectCodec
+def faust_worker(app) -> None:
+    """faust.Worker as ``streams.worker.run_app`` starts it (no terminal spinner, see there)."""
+    import faust
+
+    worker = faust.Worker(app, loglevel="warning", quiet=True)
+    worker.spinner = None
+    worker.execute_from_commandline()
+
+
+def runtime_settings(a: argparse.Namespace, runtime: str):
     from shadowline.config import Settings
+
+    return Settings(kafka_bootstrap=a.bootstrap, runtime=runtime, home=Path(a.first).parent / "home")
+
+
+def kafka_bytes(a: argparse.Namespace, first: First) -> None:
+    """The confluent-kafka runtime (streams.kafka_loop) around a handler that forwards bytes: the runtime's
+    own cost, comparable with A, B and C."""
     from streams.messages import Inbound, Outbound
     from streams.worker import Route, make_app, run_app
 
-    codec = SingleObjectCodec()
     out = a.output
 
-    class NoOpStage:
-        """What a stage with a no-op component costs in the wrapper: decode the record, re-encode it."""
-
+    class Forward:
         def handle(self, msg: Inbound) -> list[Outbound]:
             first()
-            rec = codec.decode(msg.value, "ConversationEvent", msg.topic)
-            return [Outbound(out, msg.key, codec.encode("ConversationEvent", rec, out))]
+            return [Outbound(out, msg.key, msg.value)]
 
-    settings = Settings(kafka_bootstrap=a.bootstrap)
-    app = make_app(a.group, settings, [Route("passthrough", (a.input,), NoOpStage())])
-    run_app(app)
+    run_app(make_app(a.group, runtime_settings(a, "kafka"), [Route("passthrough", (a.input,), Forward())]))
 
 
-def stage_processor(a: argparse.Namespace, first: First) -> None:
+def stage_processor(a: argparse.Namespace, first: First, runtime: str) -> None:
+    """The real StageProcessor (validate) with a no-op component, TurnState in and out, on ``runtime``."""
     from agents.records import Outcome, Validation
     from schemas.codec import SingleObjectCodec
     from schemas.topics import Topics
-    from shadowline.config import Settings
     from streams.messages import Inbound, Outbound
     from streams.processor import StageProcessor
     from streams.worker import Route, make_app, run_app
@@ -149,11 +158,15 @@ def stage_processor(a: argparse.Namespace, first: First) -> None:
             first()
             return proc.handle(msg)
 
-    settings = Settings(kafka_bootstrap=a.bootstrap)
-    run_app(make_app(a.group, settings, [Route("stage-validate", (a.input,), Marked())]))
+    run_app(make_app(a.group, runtime_settings(a, runtime), [Route("stage-validate", (a.input,), Marked())]))
 
 
-CASES = {"raw": raw, "quix": quix, "faust": faust_plain, "shadowline": shadowline_worker, "stage": stage_processor}
+CASES = {
+    "raw": raw, "quix": quix, "faust": faust_plain, "kafka": kafka_bytes,
+    "faust-stage": lambda a, first: stage_processor(a, first, "faust"),
+    "kafka-stage": lambda a, first: stage_processor(a, first, "kafka"),
+}
+
 
 
 def main() -> None:

@@ -1,4 +1,7 @@
-"""The production pipeline end to end on a real broker: Faust workers, Redis history, dead letters."""
+"""The production pipeline end to end on a real broker: workers, Redis history, dead letters.
+
+Workers use the runtime SHADOWLINE_RUNTIME names (kafka by default; `SHADOWLINE_RUNTIME=faust pytest ...` for
+Faust): worker_env passes the test's environment on."""
 
 from __future__ import annotations
 
