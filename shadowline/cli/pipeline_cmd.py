@@ -91,7 +91,7 @@ def worker(
     metrics_port: Optional[int] = typer.Option(None, envvar="SHADOWLINE_METRICS_PORT", help="Serve Prometheus metrics here."),
     loglevel: str = typer.Option("warning"),
 ) -> None:
-    """Run the Faust stream processors for some or all stages."""
+    """Run the stream processors for some or all stages (runtime: SHADOWLINE_RUNTIME, kafka or faust)."""
     from shadowline.config import get_settings
     from shadowline.errors import ConfigError
     from streams.pipeline import load_pipeline

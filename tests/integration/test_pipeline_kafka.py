@@ -1,7 +1,7 @@
 """The production pipeline end to end on a real broker: workers, Redis history, dead letters.
 
-Workers use the runtime SHADOWLINE_RUNTIME names (kafka by default; `SHADOWLINE_RUNTIME=faust pytest ...` for
-Faust): worker_env passes the test's environment on."""
+Every test here runs under both worker runtimes (the confluent-kafka loop, the default, and faust-streaming);
+the other integration modules use the runtime SHADOWLINE_RUNTIME names (kafka by default)."""
 
 from __future__ import annotations
 
@@ -23,12 +23,13 @@ TOPICS = Topics()
 CODEC = SingleObjectCodec()
 
 
-@pytest.fixture(scope="module")
-def pipeline(kafka_bootstrap, redis_url, tmp_path_factory):
-    """All seven stages in one worker process (the demo runs one process per stage)."""
-    home = tmp_path_factory.mktemp("pipeline-home")
+@pytest.fixture(scope="module", params=["kafka", "faust"])
+def pipeline(request, kafka_bootstrap, redis_url, tmp_path_factory):
+    """All seven stages in one worker process (the demo runs one process per stage), on each runtime."""
+    home = tmp_path_factory.mktemp(f"pipeline-home-{request.param}")
     ensure_topics(kafka_bootstrap, TOPICS.specs(), partitions=3)
-    worker = WorkerProcess(["worker"], worker_env(kafka_bootstrap, redis_url, home), home / "worker.log")
+    env = worker_env(kafka_bootstrap, redis_url, home, SHADOWLINE_RUNTIME=request.param)
+    worker = WorkerProcess(["worker"], env, home / "worker.log")
     yield worker
     worker.stop()
 
