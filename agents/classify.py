@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from agents.base import ComponentSpec, Resources, register
 from agents.llm import ChatModel, chat_model, parse_json_reply
 from agents.records import Classification, Outcome, Turn, ok, reject
-from agents.textmodels import TextModel, load_dataset, obtain
+from agents.textmodels import COMPONENT_NAMES, TextModel, load_dataset, obtain
 from agents.validate import reply_confidence
 from shadowline.errors import ComponentError
 
@@ -33,7 +33,8 @@ def _decide(c: Classification, min_confidence: float) -> Outcome[Classification]
 
 
 class TfidfTopicClassifier:
-    """TF-IDF + logistic regression over the summary; about a millisecond per call."""
+    """A trained text model over the summary (TF-IDF, embedding or hybrid features + logistic
+    regression; the registered names ``tfidf-logreg``, ``embed-logreg``, ``hybrid-logreg``)."""
 
     stage: ClassVar[str] = "classify"
 
@@ -53,11 +54,18 @@ class TfidfTopicClassifier:
         return _decide(Classification(pred.label, pred.confidence, pred.scores), self.min_confidence)
 
 
-@register("classify", "tfidf-logreg")
-def _build_tfidf(spec: ComponentSpec, resources: Resources) -> TfidfTopicClassifier:
-    cfg = spec.config
-    model = obtain(cfg, topics_csv(resources), "topic")
-    return TfidfTopicClassifier(model, spec.name, spec.version, min_confidence=float(cfg.get("min_confidence", 0.3)))
+def _build_trained(kind: str) -> Any:
+    def build(spec: ComponentSpec, resources: Resources) -> TfidfTopicClassifier:
+        cfg = spec.config
+        model = obtain(cfg, topics_csv(resources), "topic", kind=kind)
+        return TfidfTopicClassifier(model, spec.name, spec.version,
+                                    min_confidence=float(cfg.get("min_confidence", 0.3)))
+
+    return build
+
+
+for _kind, _name in COMPONENT_NAMES.items():
+    register("classify", _name)(_build_trained(_kind))
 
 
 CLASSIFY_SYSTEM = (

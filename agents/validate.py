@@ -5,6 +5,10 @@ Labels: ``answerable`` (a support question the KB can answer), ``chitchat``, ``o
 or stops there. The validator looks at the CURRENT message, not the summary: "thanks!" after a refund
 question is small talk whatever the summary says. The one exception is a short follow-up ("and the
 fee?"), which alone looks like nothing: when the model is unsure about it, the summary decides.
+
+The trained validators' confidence threshold is the out-of-scope threshold stored in the model
+artifact (``oos_threshold``, chosen on training folds by ``shadowline train``), unless the component
+config sets ``min_confidence``; a rejection says which threshold, from where, the score missed.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from agents.base import ComponentSpec, Resources, register
 from agents.context import is_follow_up
 from agents.llm import ChatModel, chat_model, parse_json_reply
 from agents.records import Outcome, Turn, Validation, ok, reject
-from agents.textmodels import TextModel, obtain
+from agents.textmodels import COMPONENT_NAMES, TextModel, obtain
 from shadowline.errors import ComponentError, LLMError
 
-__all__ = ["ANSWERABLE", "LABELS", "LLMValidator", "TfidfValidator", "reply_confidence"]
+__all__ = ["ANSWERABLE", "DEFAULT_MIN_CONFIDENCE", "LABELS", "LLMValidator", "TfidfValidator", "reply_confidence"]
 
 ANSWERABLE = "answerable"
+DEFAULT_MIN_CONFIDENCE = 0.4  # for a model without a stored threshold (trained in-process from a CSV)
 LABELS: Mapping[str, str] = {
     "answerable": "a question or request about the company's products, orders, payments or account that "
                   "help-centre articles can answer",
@@ -33,27 +38,39 @@ LABELS: Mapping[str, str] = {
 }
 
 
-def _decide(v: Validation, min_confidence: float, note: str = "") -> Outcome[Validation]:
+def _decide(v: Validation, min_confidence: float, note: str = "", source: str = "") -> Outcome[Validation]:
+    """``note``: the LLM's reason; ``source``: where the threshold came from (config, artifact, default)."""
     if v.label != ANSWERABLE:
         return reject(f"not answerable: {v.label} (p={v.confidence:.2f}){note}", v)
     if not v.answerable:
-        return reject(f"low confidence: answerable (p={v.confidence:.2f} < {min_confidence:.2f}){note}", v)
+        origin = f", {source} threshold" if source else ""
+        return reject(f"low confidence: answerable (p={v.confidence:.2f} < {min_confidence:.2f}{origin}){note}", v)
     return ok(v)
 
 
 class TfidfValidator:
-    """TF-IDF + logistic regression over the current message; about a millisecond per call."""
+    """A trained text model (TF-IDF, embedding or hybrid features + logistic regression) over the
+    current message: ~2 ms per call for TF-IDF, ~20-30 ms with MiniLM embeddings (docs/models.md).
+
+    ``min_confidence=None`` takes the artifact's ``oos_threshold`` (or :data:`DEFAULT_MIN_CONFIDENCE`).
+    """
 
     stage: ClassVar[str] = "validate"
 
     def __init__(self, model: TextModel, name: str = "tfidf-logreg", version: str = "1", *,
-                 min_confidence: float = 0.4, follow_up_confidence: float = 0.7) -> None:
+                 min_confidence: float | None = None, follow_up_confidence: float = 0.7) -> None:
         if ANSWERABLE not in model.labels:
             raise ComponentError(f"validator model has no {ANSWERABLE!r} label: {model.labels}")
         self.model = model
         self.name = name
         self.version = version
-        self.min_confidence = min_confidence
+        stored = (getattr(model, "meta", None) or {}).get("oos_threshold")
+        if min_confidence is not None:
+            self.min_confidence, self.threshold_source = float(min_confidence), "config"
+        elif stored is not None:
+            self.min_confidence, self.threshold_source = float(stored), "artifact"
+        else:
+            self.min_confidence, self.threshold_source = DEFAULT_MIN_CONFIDENCE, "default"
         self.follow_up_confidence = follow_up_confidence
 
     def process(self, turn: Turn) -> Outcome[Validation]:
@@ -67,18 +84,26 @@ class TfidfValidator:
             if alt.label == ANSWERABLE and alt.confidence >= self.min_confidence:
                 pred = alt
         answerable = pred.label == ANSWERABLE and pred.confidence >= self.min_confidence
-        return _decide(Validation(pred.label, answerable, pred.confidence, pred.scores), self.min_confidence)
+        return _decide(Validation(pred.label, answerable, pred.confidence, pred.scores), self.min_confidence,
+                       source=self.threshold_source)
 
 
-@register("validate", "tfidf-logreg")
-def _build_tfidf(spec: ComponentSpec, resources: Resources) -> TfidfValidator:
-    cfg = spec.config
-    model = obtain(cfg, Path(resources.settings.samples_dir) / "training" / "validation.csv", "label")
-    return TfidfValidator(
-        model, spec.name, spec.version,
-        min_confidence=float(cfg.get("min_confidence", 0.4)),
-        follow_up_confidence=float(cfg.get("follow_up_confidence", 0.7)),
-    )
+def _build_trained(kind: str) -> Any:
+    def build(spec: ComponentSpec, resources: Resources) -> TfidfValidator:
+        cfg = spec.config
+        model = obtain(cfg, Path(resources.settings.samples_dir) / "training" / "validation.csv", "label", kind=kind)
+        threshold = cfg.get("min_confidence")
+        return TfidfValidator(
+            model, spec.name, spec.version,
+            min_confidence=None if threshold is None else float(threshold),
+            follow_up_confidence=float(cfg.get("follow_up_confidence", 0.7)),
+        )
+
+    return build
+
+
+for _kind, _name in COMPONENT_NAMES.items():
+    register("validate", _name)(_build_trained(_kind))
 
 
 VALIDATE_SYSTEM = (

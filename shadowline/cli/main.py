@@ -52,6 +52,7 @@ def _register() -> None:
     train_cmd.register(app)
     judge_cmd.register(app)
     review_cmd.register(app)
+    __import__("shadowline.cli.weak_cmd", fromlist=["register"]).register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

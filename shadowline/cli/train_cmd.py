@@ -1,6 +1,8 @@
-"""`shadowline train` and `shadowline evaluate`: fit a TF-IDF + logistic regression artifact, measure it.
+"""`shadowline train` and `shadowline evaluate`: fit a text-model artifact, measure it.
 
-``train`` writes a versioned artifact (``model.joblib`` + ``meta.json``) and prints the
+``train --model tfidf|embed|hybrid`` fits logistic regression on TF-IDF features, MiniLM sentence
+embeddings or both, writes a versioned artifact (``model.joblib`` + ``meta.json``, with the embedder
+config and the out-of-scope threshold chosen on training folds) and prints the
 ``shadowline shadow register`` command that makes it a shadow candidate; ``evaluate`` scores an
 artifact on a held-out CSV or CLINC150 JSON file (see :mod:`agents.evaluation`).
 """
@@ -27,7 +29,7 @@ def _check_stage(stage: str) -> None:
     from shadowline.errors import ConfigError
 
     if stage not in TRAINABLE_STAGES:
-        raise ConfigError(f"stage {stage!r}: only {', '.join(TRAINABLE_STAGES)} have a tfidf-logreg model")
+        raise ConfigError(f"stage {stage!r}: only {', '.join(TRAINABLE_STAGES)} have trained text models")
 
 
 def _metrics_table(title: str, metrics: dict) -> Table:
@@ -49,13 +51,22 @@ def train(
     holdout: float = typer.Option(0.0, "--holdout", help="CSV: fraction held out (stratified) and scored; 0 = train on all."),
     seed: int = typer.Option(0, "--seed", help="Seed for the split and the cross-validation folds."),
     split: str = typer.Option("train", "--split", help="CLINC150: the split to train on (oos_<split> becomes class 'oos')."),
+    model_kind: str = typer.Option("tfidf", "--model", help="Features: tfidf, embed (MiniLM) or hybrid (both)."),
+    embedder: str = typer.Option("minilm", "--embedder", help="embed/hybrid: the sentence embedder (minilm, hashing)."),
+    C: Optional[float] = typer.Option(None, "--C", help="Inverse regularisation strength (default: the kind's)."),
+    rule: str = typer.Option("balanced", "--threshold-rule", help="OOS threshold on training folds: balanced, f1 or recall."),
+    target_recall: float = typer.Option(0.9, "--target-recall", help="With --threshold-rule recall: the OOS recall to reach."),
 ) -> None:
-    """Fit a TF-IDF + logistic regression model and write a versioned artifact."""
+    """Fit a text classifier (TF-IDF / embedding / hybrid + logistic regression); write a versioned artifact."""
     from agents.evaluation import choose_oos_threshold, detect_format, evaluate, load_clinc, load_eval_data, stratified_split
-    from agents.textmodels import TextModel
+    from agents.textmodels import COMPONENT_NAMES, MODEL_KINDS, TextModel
     from shadowline.errors import ConfigError
 
     _check_stage(stage)
+    if model_kind not in MODEL_KINDS:
+        raise ConfigError(f"--model {model_kind!r}: expected one of {', '.join(MODEL_KINDS)}")
+    if rule not in ("balanced", "f1", "recall"):
+        raise ConfigError(f"--threshold-rule {rule!r}: expected balanced, f1 or recall")
     kind = detect_format(data, fmt)
     if not data.is_file():
         raise ConfigError(f"{data}: no such file")
@@ -74,8 +85,8 @@ def train(
     if stage == "validate" and "answerable" not in train_data.labels:
         raise ConfigError(f"{data}: the validate stage needs an 'answerable' label; got {sorted(set(train_data.labels))[:8]}")
     console.print(f"training on {len(train_data.texts)} rows, {len(set(train_data.labels))} labels ({escape(train_data.source)})")
-    model = TextModel.fit(train_data, seed=seed)
-    choice = choose_oos_threshold(model, train_data)
+    model = TextModel.fit(train_data, model=model_kind, C=C, seed=seed, embedder=embedder)
+    choice = choose_oos_threshold(model, train_data, rule, target_recall)
     model.meta["oos_threshold"] = choice["threshold"]
     model.meta["oos_threshold_choice"] = choice
     model.meta["stage"] = stage
@@ -94,7 +105,8 @@ def train(
                       f"macro-F1 {cv['cv_macro_f1']:.4f}; OOS threshold {choice['threshold']}")
     console.print(f"wrote {escape(str(target))} (train {model.meta['train_seconds']:.1f} s)")
     cfg = json.dumps({"model_dir": str(target.resolve())})
-    print(f"register as a shadow candidate:\n  shadowline shadow register {stage}:tfidf-logreg@{version} --config {shlex.quote(cfg)}")
+    print(f"register as a shadow candidate:\n  shadowline shadow register {stage}:{COMPONENT_NAMES[model_kind]}@{version} "
+          f"--config {shlex.quote(cfg)}")
 
 
 def evaluate_cmd(

@@ -159,3 +159,40 @@ def test_real_clinc150_subset():
     assert m["oos_rows"] == 20 and m["in_scope_rows"] == 8 * 20
     assert m["in_scope_accuracy"] > 0.6
     assert m["oos_recall"] > 0.3
+
+
+def test_train_embedding_model_kinds_round_trip_to_the_matching_component(tmp_path, capsys):
+    from agents import base
+    from agents.base import ComponentSpec, Resources
+    from shadowline.config import Settings
+
+    out = tmp_path / "hybrid"
+    argv = ["train", "classify", "--data", str(TOPICS), "--model", "hybrid", "--embedder", "hashing",
+            "--out", str(out), "--version", "h1", "--threshold-rule", "recall"]
+    assert cli(argv) == 0
+    printed = capsys.readouterr().out
+    cfg = json.dumps({"model_dir": str(out.resolve())})
+    assert f"shadowline shadow register classify:hybrid-logreg@h1 --config '{cfg}'" in printed
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["model_kind"] == "hybrid" and meta["embedder"]["name"] == "hashing"
+    assert set(meta["params"]["weights"]) == {"tfidf", "embed"} and "oos_threshold" in meta
+    # What `shadow register` then builds: the artifact, by the name the command printed.
+    resources = Resources(Settings(samples_dir=ROOT / "samples", history_turns=12))
+    component = base.build(ComponentSpec("classify", "hybrid-logreg", "h1", {"model_dir": str(out)}), resources)
+    assert component.model.version == meta["model_id"] and component.model.predict("refund please").label
+    assert cli(["evaluate", "classify", "--model", str(out), "--data", str(TOPICS)]) == 0
+    assert "macro_f1" in capsys.readouterr().out
+    assert cli(["train", "classify", "--data", str(TOPICS), "--model", "bert"]) == 2
+    assert "--model 'bert': expected one of tfidf, embed, hybrid" in capsys.readouterr().err
+    assert cli(["train", "classify", "--data", str(TOPICS), "--threshold-rule", "max"]) == 2
+    assert "--threshold-rule 'max'" in capsys.readouterr().err
+
+
+def test_recall_rule_reaches_the_target_on_training_folds(tmp_path):
+    path = tiny_clinc(tmp_path)
+    train = load_clinc(path, "train")
+    model = TextModel.fit(train)
+    choice = choose_oos_threshold(model, train, "recall", 0.9)
+    assert choice["train_oof"]["oos_recall"] >= 0.9 and "recall >= 90%" in choice["rule"]
+    with pytest.raises(ConfigError, match="expected balanced, f1 or recall"):
+        choose_oos_threshold(model, train, "other")

@@ -1,0 +1,1 @@
+"""Weak supervision: labeling functions (lfs), a Dawid-Skene label model fitted by EM, LF statistics."""
