@@ -183,8 +183,14 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, dict]:
     for s in summary.values():
         if "error" not in s and base and "error" not in base:
             s["throughput_vs_raw"] = s["msgs_per_s"] / base["msgs_per_s"]
-            s["cpu_vs_raw"] = s["cpu_s_per_million"] / base["cpu_s_per_million"]
+            # CPU time comes from /proc in clock ticks (10 ms): a tiny --quick run of the raw loop can read 0.
+            cpu = base["cpu_s_per_million"]
+            s["cpu_vs_raw"] = s["cpu_s_per_million"] / cpu if cpu > 0 else None
     return summary
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def table(summary: dict[str, dict]) -> str:
@@ -194,7 +200,7 @@ def table(summary: dict[str, dict]) -> str:
             lines.append(f"| {LABELS[case]} | failed: {s['error']} | | | |")
         else:
             lines.append(f"| {LABELS[case]} | {s['msgs_per_s']:,.0f} | {s.get('throughput_vs_raw', 1):.3f} | "
-                         f"{s['cpu_s_per_million']:.1f} | {s.get('cpu_vs_raw', 1):.1f} |")
+                         f"{s['cpu_s_per_million']:.1f} | {_ratio(s.get('cpu_vs_raw', 1))} |")
     return "\n".join(lines)
 
 

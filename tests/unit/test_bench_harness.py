@@ -91,3 +91,12 @@ def test_quick_bench_runs_end_to_end(tmp_path):
     assert e2e["max_rate"]["events_per_s"] > 0
     (row,) = e2e["loads"]
     assert row["off"]["n"] and row["on"]["n"] and row["comparator"]["n"]
+
+
+def test_a_raw_run_too_short_to_register_cpu_gives_no_cpu_ratio():
+    # /proc counts CPU in 10 ms ticks: a --quick raw run can read 0 CPU-seconds; ratios to it are n/a, not a crash.
+    runs = {"raw": [{"msgs_per_s": 100.0, "cpu_s_per_million": 0.0, "messages": 10}],
+            "kafka": [{"msgs_per_s": 50.0, "cpu_s_per_million": 3.0, "messages": 10}]}
+    s = passthrough.summarize(runs)
+    assert s["kafka"]["throughput_vs_raw"] == 0.5 and s["kafka"]["cpu_vs_raw"] is None
+    assert "| n/a |" in passthrough.table(s)
