@@ -39,15 +39,10 @@ FORMAT_HELP = "auto (by path: .md directory, .md, .json, .jsonl), markdown, json
 def load_source(path: Path, fmt: KbFormat) -> list[Any]:
     """The articles of a KB source in ``fmt``."""
     from kb_index import articles
-    from shadowline.errors import ConfigError
 
     if fmt is KbFormat.dstc11:
-        try:
-            from kb_index.dstc11 import load_knowledge
-        except ModuleNotFoundError as exc:
-            if exc.name != "kb_index.dstc11":
-                raise
-            raise ConfigError("--format dstc11: kb_index.dstc11 is not part of this installation") from exc
+        from kb_index.dstc11 import load_knowledge
+
         return load_knowledge(path)
     if fmt is KbFormat.markdown:
         return articles.load_markdown_dir(path) if path.is_dir() else [articles.load_markdown(path)]

@@ -34,11 +34,9 @@ def _register() -> None:
     _registered = True
     # Imported here, not at module import, so `shadowline --help` stays fast and side-effect free.
     from shadowline.cli import (
-        dashboard_cmd, demo_cmd, eval_cmd, grafana_cmd, infra_cmd, pipeline_cmd, query_cmd, shadow_cmd, train_cmd,
+        dashboard_cmd, demo_cmd, eval_cmd, grafana_cmd, infra_cmd, judge_cmd, kb_cmd, pipeline_cmd, query_cmd,
+        review_cmd, shadow_cmd, train_cmd, weak_cmd,
     )
-
-    from shadowline.cli import kb_cmd
-    from shadowline.cli import judge_cmd, review_cmd
 
     app.add_typer(infra_cmd.app, name="infra")
     app.add_typer(kb_cmd.app, name="kb")
@@ -52,7 +50,7 @@ def _register() -> None:
     train_cmd.register(app)
     judge_cmd.register(app)
     review_cmd.register(app)
-    __import__("shadowline.cli.weak_cmd", fromlist=["register"]).register(app)
+    weak_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
